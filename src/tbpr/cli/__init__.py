@@ -1,0 +1,49 @@
+"""The ``tbpr`` command: one entry point, one subcommand module per pipeline stage."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from tbpr.errors import TbprError
+
+# Each module defines ``register(subparsers)`` which adds its subcommand(s) and sets
+# ``func`` (called with the parsed namespace; returns an exit code).
+_COMMAND_MODULES = (
+    "tbpr.cli.synth_cmd",
+    "tbpr.cli.data_cmd",
+    "tbpr.cli.train_cmd",
+    "tbpr.cli.eval_cmd",
+    "tbpr.cli.demo_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tbpr",
+        description="Text-based person retrieval: data, training, evaluation and search.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args.func(args) or 0)
+    except TbprError as err:  # user errors: one clear line, no traceback
+        logging.getLogger("tbpr").error("%s", err)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

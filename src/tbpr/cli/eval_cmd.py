@@ -1,0 +1,50 @@
+"""``tbpr eval``: Rank-K, mAP and mINP of a trained run on one or more datasets."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a trained run (text-to-image and image-to-text)",
+        description="Encode a split's gallery images and captions with a run's model and print Rank-1/5/10, "
+        "mAP and mINP as the field defines them. Several --data give one table (direct transfer).",
+    )
+    p.add_argument("run", type=Path, help="run folder written by `tbpr train` (or a checkpoint file)")
+    p.add_argument("--data", type=Path, action="append",
+                   help="dataset folder(s) to evaluate on (repeatable; default: the run's training data)")
+    p.add_argument("--format", help="annotation format if not recognized from the file name")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"], help="split to evaluate (default: test)")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file (default: best)")
+    p.add_argument("--json", type=Path, help="write the metrics here (default: RUN/eval_<split>.json)")
+    p.add_argument("--visualize", type=int, default=0, metavar="N",
+                   help="write a PNG with N queries and their top-10 images (green: match, red: miss)")
+    p.add_argument("--batch-size", type=int, default=256, help="encoding batch size (default: 256)")
+    p.add_argument("--num-workers", type=int, default=2, help="image decoding workers (default: 2)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from tbpr.evaluation.report import format_metrics_table
+    from tbpr.evaluation.run_eval import evaluate_run, load_run, write_json
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = load_run(args.run, args.checkpoint, device)
+    data = args.data or [Path(loaded.config.data.path)]
+    run_dir = args.run if args.run.is_dir() else args.run.parent
+    results = evaluate_run(loaded, data, args.split, args.format, args.batch_size, args.num_workers, device,
+                           visualize=args.visualize, figure_dir=run_dir)
+    write_json(results, args.json or run_dir / f"eval_{args.split}.json")
+    print(format_metrics_table(rows_for_table(results)))
+    return 0
+
+
+def rows_for_table(results: dict) -> dict:
+    """``{dataset: {direction: metrics}}`` -> ``{"dataset t2i": metrics, ...}``."""
+    return {f"{name} {d}": res[d] for name, res in results.items() for d in ("t2i", "i2t")}

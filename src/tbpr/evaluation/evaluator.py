@@ -1,0 +1,75 @@
+"""Encode a split's gallery images and text queries with a model and score retrieval."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from tbpr.data.datasets import ImageDataset, TextDataset
+from tbpr.data.schema import Manifest
+from tbpr.data.tokenizer import Tokenizer
+from tbpr.evaluation.metrics import retrieval_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedSplit:
+    """L2-normalized features of a split's images (gallery) and captions (queries)."""
+
+    image_feats: torch.Tensor
+    image_pids: torch.Tensor
+    text_feats: torch.Tensor
+    text_pids: torch.Tensor
+
+    def similarity(self) -> torch.Tensor:
+        """Text-to-image cosine similarity [num_captions, num_images]."""
+        return self.text_feats @ self.image_feats.T
+
+
+@torch.no_grad()
+def _encode(encode_fn, loader: DataLoader, key: str, device: torch.device, desc: str, progress: bool):
+    feats, pids = [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        feats.append(encode_fn(batch[key].to(device, non_blocking=True)).float().cpu())
+        pids.append(torch.as_tensor(batch["pid"]))
+    return torch.cat(feats), torch.cat(pids)
+
+
+@torch.no_grad()
+def encode_split(
+    model,
+    manifest: Manifest,
+    image_transform,
+    tokenizer: Tokenizer,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> EncodedSplit:
+    """Run both towers over one split (the model is put in eval mode and restored after)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        loader_args = {"batch_size": batch_size, "num_workers": num_workers, "shuffle": False}
+        images = DataLoader(ImageDataset(manifest, image_transform), **loader_args)
+        texts = DataLoader(TextDataset(manifest, tokenizer), **loader_args)
+        image_feats, image_pids = _encode(model.encode_image, images, "image", device, "images", progress)
+        text_feats, text_pids = _encode(model.encode_text, texts, "tokens", device, "captions", progress)
+    finally:
+        model.train(was_training)
+    return EncodedSplit(image_feats, image_pids, text_feats, text_pids)
+
+
+def score(encoded: EncodedSplit) -> dict[str, dict]:
+    """Text-to-image and image-to-text metrics of an encoded split."""
+    sim = encoded.similarity()
+    return {
+        "t2i": retrieval_metrics(sim, encoded.text_pids, encoded.image_pids),
+        "i2t": retrieval_metrics(sim.T, encoded.image_pids, encoded.text_pids),
+    }

@@ -1,0 +1,81 @@
+"""The typed training configuration (one YAML file per recipe, saved into every run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tbpr.config import apply_overrides, from_dict, load_yaml
+from tbpr.errors import ConfigError
+from tbpr.models import ModelConfig
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is fed. ``batch_size`` is the global batch (all processes)."""
+
+    path: str = ""
+    format: str | None = None
+    skip_bad: bool = False
+    sampler: str = "identity"  # 'identity' (P ids x K) or 'random'
+    batch_size: int = 64
+    num_instances: int = 2
+    num_workers: int = 2
+    hflip: bool = True
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    eval_batch_size: int = 256
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay, stepped every optimizer step."""
+
+    lr: float = 1e-5
+    min_lr: float = 0.0
+    weight_decay: float = 4e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    epochs: int = 60
+    warmup_epochs: float = 5.0
+    warmup_start_factor: float = 0.1
+    grad_clip: float | None = None
+    accum_steps: int = 1
+    amp: bool = True  # autocast on CUDA only
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    losses: dict[str, float] = field(default_factory=lambda: {"sdm": 1.0})
+    output_dir: str = "runs/default"
+    seed: int = 0
+    eval_every: int = 1  # epochs between validation runs (0: never, best = last)
+    select_metric: str = "R1"
+    checkpoint_every: int = 0  # optimizer steps between 'last' checkpoints inside an epoch (0: epoch end)
+    log_every: int = 10
+    max_steps: int | None = None  # stop after this many optimizer steps (for tests and smoke runs)
+    device: str | None = None  # default: cuda if available, else cpu
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A shipped recipe by name (e.g. 'cpu-small') or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    shipped = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+        raise ConfigError(f"no recipe named {name_or_path!r}; shipped recipes: {known} (or give a .yaml path)")
+    return shipped
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> TrainConfig:
+    data = load_yaml(recipe_path(name_or_path)) if name_or_path else {}
+    return from_dict(TrainConfig, apply_overrides(data, list(overrides)))

@@ -1,0 +1,313 @@
+"""The training loop: one engine for every recipe, single process or DDP under torchrun.
+
+A run folder holds ``config.yaml``, ``metrics.jsonl``, ``tb/`` (TensorBoard) and
+``checkpoints/{last,best}.pt``. ``last`` carries everything needed to resume exactly (model,
+optimizer, scheduler, scaler, epoch and position in it, RNG); ``best`` is chosen on the
+validation split, never on the test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from tbpr.config import save_yaml, to_dict
+from tbpr.data.check import load_training_manifest
+from tbpr.data.datasets import CaptionPairDataset
+from tbpr.data.samplers import IdentityBatchSampler, RandomBatchSampler
+from tbpr.data.tokenizer import Tokenizer
+from tbpr.data.transforms import build_image_transform
+from tbpr.errors import ConfigError
+from tbpr.evaluation.evaluator import encode_split, score
+from tbpr.losses import compute_losses
+from tbpr.models import DualEncoder
+from tbpr.models.checkpoint import atomic_torch_save, model_payload
+from tbpr.train import distributed as dist
+from tbpr.train.config import TrainConfig
+from tbpr.train.optim import build_optimizer
+from tbpr.train.reproducible import SeededBatches, SeededDataset, rng_state, seed_everything, set_rng_state
+from tbpr.train.schedule import warmup_cosine_factor
+
+log = logging.getLogger(__name__)
+
+
+class MetricsLog:
+    """Append-only JSONL of training and validation records (main process only)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path = path
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(path.parent / "tb"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (written after the checkpoint a resumed run starts from)."""
+        if not self.enabled or not self.path.exists():
+            return
+        keep = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(self.path)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        prefix = record.get("kind", "train")
+        for key, value in record.items():
+            if isinstance(value, int | float) and key not in ("step", "epoch"):
+                self.writer.add_scalar(f"{prefix}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Trainer:
+    """Builds data, model and optimizer from a TrainConfig and runs (or resumes) training."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = True):
+        self.cfg = cfg
+        self.dist = dist.init_distributed()
+        self.main = self.dist.rank == 0
+        self.device = torch.device(cfg.device) if cfg.device else self.dist.device
+        self.out = Path(cfg.output_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        if cfg.data.batch_size % self.dist.world_size:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} must be divisible by the number of processes "
+                f"({self.dist.world_size})"
+            )
+        seed_everything(cfg.seed)
+
+        manifest = load_training_manifest(cfg.data.path, cfg.data.format, skip_bad=cfg.data.skip_bad)
+        self.train_split = manifest.split("train")
+        self.val_split = manifest.split("val")
+        if not self.train_split.captions:
+            raise ConfigError(f"{cfg.data.path}: the training split has no captions")
+        self.tokenizer = Tokenizer(cfg.model.context_length)
+        size = tuple(cfg.model.image_size)
+        self.train_transform = build_image_transform(size, cfg.data.mean, cfg.data.std, train=True,
+                                                     hflip=cfg.data.hflip)
+        self.eval_transform = build_image_transform(size, cfg.data.mean, cfg.data.std, train=False)
+
+        self.batches = SeededBatches(self._batch_sampler(), cfg.seed)
+        dataset = SeededDataset(CaptionPairDataset(self.train_split, self.train_transform, self.tokenizer))
+        workers = cfg.data.num_workers
+        self.loader = DataLoader(dataset, batch_sampler=self.batches, num_workers=workers,
+                                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        self.accum = cfg.optim.accum_steps
+        self.steps_per_epoch = len(self.batches) // self.accum
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} x optim.accum_steps={self.accum} is larger than "
+                f"the training set ({len(self.train_split.captions)} captions)"
+            )
+        self.total_steps = self.steps_per_epoch * cfg.optim.epochs
+
+        self.model = DualEncoder(cfg.model).to(self.device)
+        self.ddp = None
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        warmup = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
+        min_factor = cfg.optim.min_lr / cfg.optim.lr
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: warmup_cosine_factor(s, self.total_steps, warmup, cfg.optim.warmup_start_factor, min_factor),
+        )
+        self.use_amp = cfg.optim.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.global_step = 0
+        self.best: dict | None = None
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.main)
+        last = self.ckpt_dir / "last.pt"
+        if resume and last.exists():
+            self._load_state(last)
+        elif self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+            shutil.rmtree(self.out / "tb", ignore_errors=True)
+            self.metrics = MetricsLog(self.out / "metrics.jsonl", True)
+        if self.main:
+            save_yaml(cfg, self.out / "config.yaml")
+        if not self.val_split.captions:
+            log.warning("%s has no validation split: 'best' will be the final model, never chosen on test",
+                        cfg.data.path)
+
+    def _batch_sampler(self):
+        d = self.cfg.data
+        common = {"seed": self.cfg.seed, "rank": self.dist.rank, "world_size": self.dist.world_size}
+        if d.sampler == "identity":
+            pids = self.train_split.caption_pids()
+            return IdentityBatchSampler(pids, d.batch_size, num_instances=d.num_instances, **common)
+        if d.sampler == "random":
+            return RandomBatchSampler(len(self.train_split.captions), d.batch_size, **common)
+        raise ConfigError(f"data.sampler={d.sampler!r}: expected 'identity' or 'random'")
+
+    # ----------------------------------------------------------------- state
+    def _state(self) -> dict:
+        return {
+            **model_payload(self.model),
+            "config": to_dict(self.cfg),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "global_step": self.global_step,
+            "best": self.best,
+            "rng": rng_state(),
+        }
+
+    def _load_state(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
+        self.global_step, self.best = state["global_step"], state["best"]
+        set_rng_state(state["rng"])
+        self.metrics.truncate_after(self.global_step)
+        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.global_step)
+
+    def _save_last(self) -> None:
+        if self.main:
+            atomic_torch_save(self._state(), self.ckpt_dir / "last.pt")
+
+    # ------------------------------------------------------------------ loop
+    def _forward_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        images = batch["image"].to(self.device, non_blocking=True)
+        tokens = batch["tokens"].to(self.device, non_blocking=True)
+        pids = torch.as_tensor(batch["pid"], device=self.device)
+        net = self.ddp or self.model
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            out = net(images, tokens)
+        image_feats = dist.all_gather_with_grad(out["image_feats"].float())
+        text_feats = dist.all_gather_with_grad(out["text_feats"].float())
+        pids = dist.all_gather_no_grad(pids)
+        return compute_losses(self.cfg.losses, image_feats, text_feats, pids, pids, out["logit_scale"].float())
+
+    def _optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.global_step += 1
+
+    def _done(self) -> bool:
+        return self.cfg.max_steps is not None and self.global_step >= self.cfg.max_steps
+
+    def train(self) -> Path:
+        """Train to the configured number of epochs (or ``max_steps``); returns the run folder."""
+        cfg = self.cfg
+        self.model.train()
+        log.info("training on %s: %d captions, %d ids, %d steps/epoch, %d epochs, %d process(es)",
+                 self.device, len(self.train_split.captions), self.train_split.num_ids(),
+                 self.steps_per_epoch, cfg.optim.epochs, self.dist.world_size)
+        while self.epoch < cfg.optim.epochs and not self._done():
+            self._train_epoch()
+            if self.batch_in_epoch < self.steps_per_epoch * self.accum:  # stopped inside the epoch
+                break
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            if cfg.eval_every and self.epoch % cfg.eval_every == 0:
+                self._validate()
+            self._save_last()
+        if self.main and (self.best is None or not (self.ckpt_dir / "best.pt").exists()):
+            self._save_best(None)
+        self._save_last()
+        self.metrics.close()
+        dist.barrier()
+        return self.out
+
+    def _train_epoch(self) -> None:
+        cfg = self.cfg
+        self.batches.set_epoch(self.epoch)
+        self.batches.set_start_batch(self.batch_in_epoch)
+        remaining = self.steps_per_epoch * self.accum - self.batch_in_epoch
+        bar = tqdm(total=self.steps_per_epoch, initial=self.batch_in_epoch // self.accum,
+                   desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", disable=not self.main, leave=False)
+        start = time.perf_counter()
+        for i, batch in enumerate(self.loader):
+            if i >= remaining:
+                break
+            last_micro = (self.batch_in_epoch + 1) % self.accum == 0
+            sync = contextlib.nullcontext() if (last_micro or self.ddp is None) else self.ddp.no_sync()
+            with sync:
+                loss, terms = self._forward_loss(batch)
+                self.scaler.scale(loss / self.accum).backward()
+            self.batch_in_epoch += 1
+            if not last_micro:
+                continue
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step}; lower optim.lr")
+            lr = self.optimizer.param_groups[0]["lr"]
+            self._optimizer_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+            if self.global_step % cfg.log_every == 0 or self.global_step == 1:
+                elapsed = time.perf_counter() - start
+                self.metrics.write({"kind": "train", "step": self.global_step, "epoch": self.epoch,
+                                    "lr": lr, "loss": loss.item(), **terms,
+                                    "logit_scale": float(self.model.logit_scale), "elapsed_s": elapsed})
+            if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
+                self._save_last()
+            if self._done():
+                break
+        bar.close()
+
+    def _validate(self) -> None:
+        cfg = self.cfg
+        if self.main and self.val_split.captions:
+            encoded = encode_split(self.model, self.val_split, self.eval_transform, self.tokenizer,
+                                   cfg.data.eval_batch_size, cfg.data.num_workers, self.device, progress=False)
+            metrics = score(encoded)
+            t2i = metrics["t2i"]
+            self.metrics.write({"kind": "val", "step": self.global_step, "epoch": self.epoch,
+                                **{k: v for k, v in t2i.items() if k != "skipped_queries"}})
+            log.info("epoch %d val: R1 %.2f R5 %.2f R10 %.2f mAP %.2f mINP %.2f", self.epoch,
+                     t2i["R1"], t2i["R5"], t2i["R10"], t2i["mAP"], t2i["mINP"])
+            value = t2i[cfg.select_metric]
+            if self.best is None or value > self.best["value"]:
+                self.best = {"value": value, "metric": cfg.select_metric, "epoch": self.epoch,
+                             "step": self.global_step, "val": t2i}
+                self._save_best(self.best)
+        dist.barrier()
+
+    def _save_best(self, best: dict | None) -> None:
+        """Write best.pt; without validation (``best`` None) it is the final model."""
+        payload = {**model_payload(self.model), "config": to_dict(self.cfg),
+                   "selected": best or {"metric": None, "epoch": self.epoch, "step": self.global_step}}
+        atomic_torch_save(payload, self.ckpt_dir / "best.pt")
+
+
+def train(cfg: TrainConfig, resume: bool = True) -> Path:
+    """Train (or resume) a run described by ``cfg``; returns the run folder."""
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.train()
+    finally:
+        dist.cleanup()
