@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import sys
 
 from tbpr.errors import TbprError
 
@@ -43,7 +42,3 @@ def main(argv: list[str] | None = None) -> int:
     except TbprError as err:  # user errors: one clear line, no traceback
         logging.getLogger("tbpr").error("%s", err)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

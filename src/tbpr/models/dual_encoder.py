@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tbpr.errors import ConfigError
+from tbpr.losses import LogitScale
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ class DualEncoder(nn.Module):
                 f"choose one of tbpr-micro, tbpr-tiny, ViT-B-16, ViT-B-32 (or any of open_clip.list_models())"
             )
         pretrained = config.pretrained
-        if pretrained and Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors"):
-            if not Path(pretrained).is_file():
-                raise ConfigError(f"model.pretrained={pretrained!r}: no such checkpoint file")
+        weight_file = pretrained and Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors")
+        if weight_file and not Path(pretrained).is_file():
+            raise ConfigError(f"model.pretrained={pretrained!r}: no such checkpoint file")
         self.clip = open_clip.create_model(
             config.arch,
             pretrained=pretrained,
@@ -68,14 +68,14 @@ class DualEncoder(nn.Module):
             force_context_length=config.context_length,
             **config.extra,
         )
-        with torch.no_grad():
-            self.clip.logit_scale.fill_(math.log(1.0 / config.temperature))
-        self.clip.logit_scale.requires_grad_(config.learnable_temperature)
+        # tbpr's temperature replaces open_clip's own (kept only so open_clip checkpoints load strictly)
+        self.clip.logit_scale.requires_grad_(False)
+        self.temperature = LogitScale(config.temperature, learnable=config.learnable_temperature)
 
     @property
     def logit_scale(self) -> torch.Tensor:
         """The multiplier 1/tau applied to cosine similarities (clamped at 100 as CLIP does)."""
-        return self.clip.logit_scale.exp().clamp(max=100.0)
+        return self.temperature()
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         return self.clip.encode_image(images, normalize=normalize)

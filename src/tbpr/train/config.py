@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tbpr.config import apply_overrides, from_dict, load_yaml
 from tbpr.errors import ConfigError
+from tbpr.losses import check_loss_weights
 from tbpr.models import ModelConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -78,4 +79,6 @@ def recipe_path(name_or_path: str) -> Path:
 
 def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> TrainConfig:
     data = load_yaml(recipe_path(name_or_path)) if name_or_path else {}
-    return from_dict(TrainConfig, apply_overrides(data, list(overrides)))
+    cfg = from_dict(TrainConfig, apply_overrides(data, list(overrides)))
+    cfg.losses = check_loss_weights(cfg.losses)
+    return cfg

@@ -250,10 +250,13 @@ class Trainer:
         remaining = self.steps_per_epoch * self.accum - self.batch_in_epoch
         bar = tqdm(total=self.steps_per_epoch, initial=self.batch_in_epoch // self.accum,
                    desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", disable=not self.main, leave=False)
-        start = time.perf_counter()
+        window = {"start": time.perf_counter(), "wait": 0.0, "samples": 0}
+        fetched = time.perf_counter()
         for i, batch in enumerate(self.loader):
+            window["wait"] += time.perf_counter() - fetched
             if i >= remaining:
                 break
+            window["samples"] += len(batch["pid"]) * self.dist.world_size
             last_micro = (self.batch_in_epoch + 1) % self.accum == 0
             sync = contextlib.nullcontext() if (last_micro or self.ddp is None) else self.ddp.no_sync()
             with sync:
@@ -261,6 +264,7 @@ class Trainer:
                 self.scaler.scale(loss / self.accum).backward()
             self.batch_in_epoch += 1
             if not last_micro:
+                fetched = time.perf_counter()
                 continue
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step}; lower optim.lr")
@@ -269,15 +273,23 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
             if self.global_step % cfg.log_every == 0 or self.global_step == 1:
-                elapsed = time.perf_counter() - start
-                self.metrics.write({"kind": "train", "step": self.global_step, "epoch": self.epoch,
-                                    "lr": lr, "loss": loss.item(), **terms,
-                                    "logit_scale": float(self.model.logit_scale), "elapsed_s": elapsed})
+                self._log_step(lr, loss.item(), terms, window)
             if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
                 self._save_last()
             if self._done():
                 break
+            fetched = time.perf_counter()
         bar.close()
+
+    def _log_step(self, lr: float, loss: float, terms: dict, window: dict) -> None:
+        """One train record; throughput and the share of time spent waiting for data since the last one."""
+        elapsed = time.perf_counter() - window["start"]
+        self.metrics.write({
+            "kind": "train", "step": self.global_step, "epoch": self.epoch, "lr": lr, "loss": loss, **terms,
+            "logit_scale": float(self.model.logit_scale),
+            "samples_per_s": window["samples"] / elapsed, "data_wait_frac": window["wait"] / elapsed,
+        })
+        window.update(start=time.perf_counter(), wait=0.0, samples=0)
 
     def _validate(self) -> None:
         cfg = self.cfg

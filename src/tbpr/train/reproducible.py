@@ -1,8 +1,9 @@
 """Reproducibility: per-sample augmentation seeds and RNG state capture for exact resume.
 
 Each sample's random augmentations are drawn from a generator seeded by (run seed, epoch, batch,
-position), so they do not depend on the number of DataLoader workers or processes, nor on whether
-the run was interrupted and resumed mid-epoch.
+dataset index), so they do not depend on the number of DataLoader workers or processes (the same
+global batch split over ranks gets the same seeds), nor on whether the run was interrupted and
+resumed mid-epoch.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 
-def sample_seed(seed: int, epoch: int, batch: int, position: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, batch, position]).generate_state(1)[0])
+def sample_seed(seed: int, epoch: int, batch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, batch, index]).generate_state(1)[0])
 
 
 class SeededBatches:
@@ -41,7 +42,7 @@ class SeededBatches:
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for b, batch in enumerate(self.batch_sampler, start=self.start_batch):
-            yield [(int(i), sample_seed(self.seed, self.epoch, b, p)) for p, i in enumerate(batch)]
+            yield [(int(i), sample_seed(self.seed, self.epoch, b, int(i))) for i in batch]
 
 
 class SeededDataset(Dataset):

@@ -1,0 +1,123 @@
+"""Engine behaviour on SynthPedes tiny: resume equivalence, DDP equivalence, end-to-end train + eval."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tbpr.cli import main
+from tbpr.models import load_model
+from tbpr.train import load_config, train
+
+MICRO = [
+    "model.arch=tbpr-micro",
+    "model.image_size=[64, 32]",
+    "data.batch_size=8",
+    "data.num_instances=2",
+    "data.num_workers=0",
+    "optim.epochs=2",
+    "optim.warmup_epochs=0.5",
+    "optim.lr=1e-3",
+    "log_every=1",
+    "eval_every=1",
+]
+
+
+def train_losses(run_dir) -> dict[int, float]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+
+
+def config(tmp_path, name, data, *extra):
+    return load_config("cpu-small", [*MICRO, f"data.path={data}", f"output_dir={tmp_path / name}", *extra])
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, synth_tiny):
+    full = train(config(tmp_path, "full", synth_tiny))
+    interrupted = config(tmp_path, "resumed", synth_tiny, "max_steps=7", "checkpoint_every=3")
+    train(interrupted)
+    state = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=False)
+    assert state["global_step"] == 7 and state["epoch"] == 0 and state["batch_in_epoch"] == 7
+    # resume with two DataLoader workers: per-sample seeds make augmentation independent of workers
+    resumed = train(config(tmp_path, "resumed", synth_tiny, "data.num_workers=2"))
+    a, b = train_losses(full), train_losses(resumed)
+    assert len(a) > 7 and a.keys() == b.keys()
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step
+    wa = load_model(full / "checkpoints/last.pt").state_dict()
+    wb = load_model(resumed / "checkpoints/last.pt").state_dict()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+def test_no_resume_starts_over(tmp_path, synth_tiny):
+    train(config(tmp_path, "run", synth_tiny, "max_steps=2"))
+    train(config(tmp_path, "run", synth_tiny, "max_steps=3"), resume=False)
+    assert sorted(train_losses(tmp_path / "run")) == [1, 2, 3]
+
+
+def test_best_checkpoint_is_selected_on_validation_split(tmp_path, synth_tiny):
+    run = train(config(tmp_path, "run", synth_tiny))
+    val = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in val if r["kind"] == "val"]
+    assert [r["epoch"] for r in val] == [1, 2]
+    best = torch.load(run / "checkpoints/best.pt", weights_only=False)["selected"]
+    assert best["metric"] == "R1" and best["value"] == max(r["R1"] for r in val)
+    assert best["val"]["R1"] == best["value"]
+    saved = (run / "config.yaml").read_text()
+    assert "tbpr-micro" in saved
+
+
+def _ddp_env():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, synth_tiny):
+    args = [*MICRO, f"data.path={synth_tiny}", "max_steps=4", "eval_every=0"]
+    sets = [x for a in args for x in ("--set", a)]
+    single = tmp_path / "single"
+    assert main(["train", "--config", "cpu-small", *sets, "--out", str(single)]) == 0
+    ddp = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "tbpr", "train", "--config", "cpu-small", *sets, "--out", str(ddp)]
+    proc = subprocess.run(cmd, env=_ddp_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = train_losses(single), train_losses(ddp)
+    assert sorted(a) == [1, 2, 3, 4]
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-4), step
+    wa = load_model(single / "checkpoints/last.pt").state_dict()
+    wb = load_model(ddp / "checkpoints/last.pt").state_dict()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cli_train_then_eval_end_to_end(tmp_path, synth_tiny, capsys):
+    run = tmp_path / "run"
+    sets = [x for a in [*MICRO, "optim.epochs=3"] for x in ("--set", a)]
+    assert main(["train", "--config", "cpu-small", *sets, "--data", str(synth_tiny), "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--visualize", "3", "--num-workers", "0"]) == 0
+    table = capsys.readouterr().out
+    assert "R1" in table and "mAP" in table and "mINP" in table
+    results = json.loads((run / "eval_test.json").read_text())
+    (name, res), = results.items()
+    for direction in ("t2i", "i2t"):
+        m = res[direction]
+        assert 0 <= m["R1"] <= m["R5"] <= m["R10"] <= 100
+        assert 0 < m["mAP"] <= 100 and m["skipped_queries"] == []
+    figure = run / f"retrieval_{name}_test.png"
+    assert figure.exists() and figure.stat().st_size > 1000
+
+
+def test_eval_of_missing_run_is_a_clear_error(tmp_path, caplog):
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint" in caplog.text
