@@ -96,7 +96,12 @@ def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, synth
     wa = load_model(single / "checkpoints/last.pt").state_dict()
     wb = load_model(ddp / "checkpoints/last.pt").state_dict()
     for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-5)
+        a, b = wa[k], wb[k]
+        if k.endswith("in_proj_bias"):
+            # The key bias cannot change attention (softmax is shift-invariant): its true gradient is 0 and
+            # Adam turns float noise there into lr-sized steps, so compare the query and value biases only.
+            a, b = a.view(3, -1)[[0, 2]], b.view(3, -1)[[0, 2]]
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=k)
 
 
 @pytest.mark.slow

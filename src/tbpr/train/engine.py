@@ -286,7 +286,7 @@ class Trainer:
         elapsed = time.perf_counter() - window["start"]
         self.metrics.write({
             "kind": "train", "step": self.global_step, "epoch": self.epoch, "lr": lr, "loss": loss, **terms,
-            "logit_scale": float(self.model.logit_scale),
+            "logit_scale": self.model.logit_scale.item(),
             "samples_per_s": window["samples"] / elapsed, "data_wait_frac": window["wait"] / elapsed,
         })
         window.update(start=time.perf_counter(), wait=0.0, samples=0)

@@ -1,0 +1,55 @@
+"""``tbpr data stats|check PATH``: per-split statistics and a full validation of a dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tbpr.data.check import check_dataset
+from tbpr.data.readers import FORMATS, read_dataset
+from tbpr.data.stats import format_stats_table, split_stats, stats_json
+
+
+def _stats(args: argparse.Namespace) -> int:
+    stats = split_stats(read_dataset(args.path, args.format))
+    print(json.dumps(stats_json(stats)) if args.json else format_stats_table(stats))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    report = check_dataset(args.path, args.format, workers=args.workers)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"{report.annotation_file} ({report.format}): {len(report.manifest.images)} images, "
+              f"{len(report.manifest.captions)} captions")
+        for message in report.errors:
+            print(f"ERROR: {message}")
+        for message in report.warnings:
+            print(f"WARNING: {message}")
+        verdict = "OK" if report.ok else "FAILED"
+        print(f"{verdict}: {len(report.errors)} errors, {len(report.warnings)} warnings")
+    return 0 if report.ok else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser(
+        "data", help="inspect and validate datasets",
+        description="Inspect and validate a dataset folder (annotation file + imgs/).",
+    )
+    commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    def add(name: str, help: str, func) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help, description=help)
+        parser.add_argument("path", metavar="PATH", help="dataset folder (annotation file and imgs/)")
+        parser.add_argument("--format", choices=sorted(FORMATS),
+                            help="annotation format (default: recognized from the annotation file's name)")
+        parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+        parser.set_defaults(func=func)
+        return parser
+
+    add("stats", "print identities, images, captions and mean caption words per split", _stats)
+    check = add("check", "validate annotations, images, captions and splits; exit 1 if anything is wrong",
+                _check)
+    check.add_argument("--workers", type=int, default=None,
+                       help="threads decoding images (default: min(32, CPUs + 4))")

@@ -1,0 +1,38 @@
+"""Image decoding and the tensor pipeline (torchvision.transforms.v2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode an image file as RGB."""
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def build_image_transform(
+    size: tuple[int, int] = (384, 128),
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN,
+    std: tuple[float, float, float] = OPENAI_CLIP_STD,
+    train: bool = False,
+    hflip: bool = True,
+) -> v2.Compose:
+    """PIL image -> normalized float tensor [3, H, W] resized (bicubic) to ``size`` = (H, W).
+
+    In training, ``hflip`` adds a random horizontal flip (p=0.5); evaluation is deterministic.
+    """
+    steps = [v2.Resize(tuple(size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)]
+    if train and hflip:
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(steps)
