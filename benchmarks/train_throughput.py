@@ -20,8 +20,18 @@ from tbpr.train import load_config, train
 
 
 def measure(data: Path, out: Path, workers: int, steps: int, warmup: int, extra: list[str]) -> dict:
-    cfg = load_config("cpu-small", [f"data.path={data}", f"output_dir={out}", f"data.num_workers={workers}",
-                                    f"max_steps={steps}", "log_every=1", "eval_every=0", *extra])
+    cfg = load_config(
+        "cpu-small",
+        [
+            f"data.path={data}",
+            f"output_dir={out}",
+            f"data.num_workers={workers}",
+            f"max_steps={steps}",
+            "log_every=1",
+            "eval_every=0",
+            *extra,
+        ],
+    )
     train(cfg, resume=False)
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     records = [r for r in records if r["kind"] == "train" and r["step"] > warmup]
@@ -36,25 +46,38 @@ def measure(data: Path, out: Path, workers: int, steps: int, warmup: int, extra:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", default="small", help="SynthPedes size (default: small)")
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="first steps left out (worker start-up)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2],
-                        help="DataLoader workers to compare; the first is the baseline (default: 0 2)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[0, 2],
+        help="DataLoader workers to compare; the first is the baseline (default: 0 2)",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         generate(data, size=args.size, seed=0)
-        rows = [measure(data, Path(tmp) / f"run{w}", w, args.steps, args.warmup, args.overrides)
-                for w in args.workers]
+        rows = [
+            measure(data, Path(tmp) / f"run{w}", w, args.steps, args.warmup, args.overrides)
+            for w in args.workers
+        ]
     base = rows[0]["samples_per_s"]
-    print(f"{'workers':>8} {'batch':>6} {'samples/s':>10} {'data wait':>10} {'speed vs ' + str(rows[0]['workers']):>12}")
+    print(
+        f"{'workers':>8} {'batch':>6} {'samples/s':>10} {'data wait':>10} {'speed vs ' + str(rows[0]['workers']):>12}"
+    )
     for r in rows:
-        print(f"{r['workers']:>8} {r['batch']:>6} {r['samples_per_s']:>10.1f} {100 * r['data_wait_frac']:>9.1f}%"
-              f" {r['samples_per_s'] / base:>11.2f}x")
+        print(
+            f"{r['workers']:>8} {r['batch']:>6} {r['samples_per_s']:>10.1f} {100 * r['data_wait_frac']:>9.1f}%"
+            f" {r['samples_per_s'] / base:>11.2f}x"
+        )
 
 
 if __name__ == "__main__":

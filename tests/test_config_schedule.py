@@ -66,7 +66,7 @@ class _Batches:
 
     def __iter__(self):
         full = [[0, 1], [2, 3], [4, 5]]
-        return iter(full[self.start:])
+        return iter(full[self.start :])
 
 
 def test_sample_seeds_depend_on_position_not_on_resume():

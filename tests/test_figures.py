@@ -43,7 +43,10 @@ def test_figure_size_borders_and_images(tmp_path):
     assert out == tmp_path / "figs" / "retrieval.png"
     with Image.open(out) as img:
         assert img.format == "PNG"
-        assert img.size == (2 * F.MARGIN + F.TEXT_WIDTH + 10 * (CELL_W + F.GAP), 2 * F.MARGIN + 2 * ROW_H + F.GAP)
+        assert img.size == (
+            2 * F.MARGIN + F.TEXT_WIDTH + 10 * (CELL_W + F.GAP),
+            2 * F.MARGIN + 2 * ROW_H + F.GAP,
+        )
         img = img.convert("RGB")
         for row, (row_matches, first) in enumerate(zip(matches, [0, 2])):
             for rank, match in enumerate(row_matches, start=1):

@@ -87,3 +87,17 @@ def test_bad_arch_and_missing_file_are_clear_errors(tmp_path):
         DualEncoder(micro(pretrained=str(tmp_path / "missing.pt")))
     with pytest.raises(ConfigError, match="does not exist"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_text_padding_trim_gives_open_clip_features(model):
+    tokens = torch.zeros(3, 77, dtype=torch.long)
+    for row, length in enumerate((5, 12, 30)):
+        tokens[row, 0] = 49406
+        tokens[row, 1 : length - 1] = torch.randint(1, 1000, (length - 2,))
+        tokens[row, length - 1] = 49407
+    assert model._trim_padding
+    ours = model.encode_text(tokens)
+    reference = model.clip.encode_text(tokens, normalize=True)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+    # the token features of the hooked layers keep the full context
+    assert model.token_features(None, tokens, text_layer=0)["text"].shape[1] == 30

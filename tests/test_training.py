@@ -85,8 +85,22 @@ def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, synth
     single = tmp_path / "single"
     assert main(["train", "--config", "cpu-small", *sets, "--out", str(single)]) == 0
     ddp = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tbpr", "train", "--config", "cpu-small", *sets, "--out", str(ddp)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "tbpr",
+        "train",
+        "--config",
+        "cpu-small",
+        *sets,
+        "--out",
+        str(ddp),
+    ]
     proc = subprocess.run(cmd, env=_ddp_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = train_losses(single), train_losses(ddp)
@@ -114,7 +128,7 @@ def test_cli_train_then_eval_end_to_end(tmp_path, synth_tiny, capsys):
     table = capsys.readouterr().out
     assert "R1" in table and "mAP" in table and "mINP" in table
     results = json.loads((run / "eval_test.json").read_text())
-    (name, res), = results.items()
+    ((name, res),) = results.items()
     for direction in ("t2i", "i2t"):
         m = res[direction]
         assert 0 <= m["R1"] <= m["R5"] <= m["R10"] <= 100

@@ -14,18 +14,22 @@ from tbpr.train import load_config, train
 log = logging.getLogger(__name__)
 
 
-def run_demo(out: Path, size: str = "small", seed: int = 0, recipe: str = "cpu-small",
-             overrides: list[str] = ()) -> dict:
+def run_demo(
+    out: Path, size: str = "small", seed: int = 0, recipe: str = "cpu-small", overrides: list[str] = ()
+) -> dict:
     """Generate data, train, evaluate; write report.md, metrics.json and retrieval_*.png into ``out``."""
     out = Path(out)
     started = time.perf_counter()
     data_dir = out / f"synthpedes-{size}-seed{seed}"
     generate(data_dir, size=size, seed=seed)
-    cfg = load_config(recipe, [f"data.path={data_dir}", f"output_dir={out / 'run'}", f"seed={seed}", *overrides])
+    cfg = load_config(
+        recipe, [f"data.path={data_dir}", f"output_dir={out / 'run'}", f"seed={seed}", *overrides]
+    )
     run_dir = train(cfg)
     loaded = load_run(run_dir, "best")
-    results = evaluate_run(loaded, [data_dir], "test", num_workers=cfg.data.num_workers,
-                           visualize=8, figure_dir=out)
+    results = evaluate_run(
+        loaded, [data_dir], "test", num_workers=cfg.data.num_workers, visualize=8, figure_dir=out
+    )
     name, res = next(iter(results.items()))
     write_json(results, out / "metrics.json")
     table = format_metrics_table({"text-to-image": res["t2i"], "image-to-text": res["i2t"]})

@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # tbpr's own messages at the chosen level; libraries (open_clip logs to the root logger) warnings only
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    logging.getLogger("tbpr").setLevel(level)
     try:
         return int(args.func(args) or 0)
     except TbprError as err:  # user errors: one clear line, no traceback

@@ -14,12 +14,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "retrieval figure into --out. Re-running resumes: finished data and checkpoints are reused.",
     )
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: ./demo)")
-    p.add_argument("--size", default="small", choices=["tiny", "small", "standard"],
-                   help="SynthPedes size (default: small)")
+    p.add_argument(
+        "--size",
+        default="small",
+        choices=["tiny", "small", "standard"],
+        help="SynthPedes size (default: small)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for data and training (default: 0)")
     p.add_argument("--config", default="cpu-small", help="training recipe (default: cpu-small)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a training config value (repeatable), e.g. --set optim.epochs=5")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training config value (repeatable), e.g. --set optim.epochs=5",
+    )
     p.set_defaults(func=run)
 
 

@@ -14,14 +14,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "mAP and mINP as the field defines them. Several --data give one table (direct transfer).",
     )
     p.add_argument("run", type=Path, help="run folder written by `tbpr train` (or a checkpoint file)")
-    p.add_argument("--data", type=Path, action="append",
-                   help="dataset folder(s) to evaluate on (repeatable; default: the run's training data)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        help="dataset folder(s) to evaluate on (repeatable; default: the run's training data)",
+    )
     p.add_argument("--format", help="annotation format if not recognized from the file name")
-    p.add_argument("--split", default="test", choices=["test", "val", "train"], help="split to evaluate (default: test)")
+    p.add_argument(
+        "--split", default="test", choices=["test", "val", "train"], help="split to evaluate (default: test)"
+    )
     p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file (default: best)")
     p.add_argument("--json", type=Path, help="write the metrics here (default: RUN/eval_<split>.json)")
-    p.add_argument("--visualize", type=int, default=0, metavar="N",
-                   help="write a PNG with N queries and their top-10 images (green: match, red: miss)")
+    p.add_argument(
+        "--visualize",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write a PNG with N queries and their top-10 images (green: match, red: miss)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="encoding batch size (default: 256)")
     p.add_argument("--num-workers", type=int, default=2, help="image decoding workers (default: 2)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -38,8 +49,17 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_run(args.run, args.checkpoint, device)
     data = args.data or [Path(loaded.config.data.path)]
     run_dir = args.run if args.run.is_dir() else args.run.parent
-    results = evaluate_run(loaded, data, args.split, args.format, args.batch_size, args.num_workers, device,
-                           visualize=args.visualize, figure_dir=run_dir)
+    results = evaluate_run(
+        loaded,
+        data,
+        args.split,
+        args.format,
+        args.batch_size,
+        args.num_workers,
+        device,
+        visualize=args.visualize,
+        figure_dir=run_dir,
+    )
     write_json(results, args.json or run_dir / f"eval_{args.split}.json")
     print(format_metrics_table(rows_for_table(results)))
     return 0

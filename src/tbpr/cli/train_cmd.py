@@ -13,13 +13,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "exactly where it stopped unless --no-resume is given. Under torchrun every process runs this "
         "same command (DDP, global batch = data.batch_size).",
     )
-    p.add_argument("--config", default="cpu-small",
-                   help="shipped recipe name (cpu-small, clip-sdm) or a YAML file (default: cpu-small)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.lr=1e-4 (repeatable; values are YAML)")
+    p.add_argument(
+        "--config",
+        default="cpu-small",
+        help="shipped recipe name (cpu-small, clip-sdm) or a YAML file (default: cpu-small)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=1e-4 (repeatable; values are YAML)",
+    )
     p.add_argument("--data", help="dataset folder (shortcut for --set data.path=...)")
     p.add_argument("--out", help="run folder (shortcut for --set output_dir=...)")
-    p.add_argument("--no-resume", action="store_true", help="start from scratch even if the run folder has a checkpoint")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start from scratch even if the run folder has a checkpoint"
+    )
     p.set_defaults(func=run)
 
 

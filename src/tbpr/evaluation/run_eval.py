@@ -46,7 +46,9 @@ def resolve_checkpoint(run: Path, checkpoint: str = "best") -> Path:
     run = Path(run)
     if run.is_file():
         return run
-    path = Path(checkpoint) if checkpoint not in ("best", "last") else run / "checkpoints" / f"{checkpoint}.pt"
+    path = (
+        Path(checkpoint) if checkpoint not in ("best", "last") else run / "checkpoints" / f"{checkpoint}.pt"
+    )
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}: is {run} a tbpr run folder (tbpr train --out ...)?")
     return path
@@ -60,7 +62,9 @@ def load_run(run: Path, checkpoint: str = "best", device: str | torch.device = "
     return LoadedRun(model, config, path)
 
 
-def ranked_examples(encoded: EncodedSplit, manifest: Manifest, num_queries: int, top_k: int = 10, seed: int = 0):
+def ranked_examples(
+    encoded: EncodedSplit, manifest: Manifest, num_queries: int, top_k: int = 10, seed: int = 0
+):
     """Query texts, top-k gallery paths and match flags for ``num_queries`` evenly spread queries."""
     n = len(manifest.captions)
     picks = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:num_queries].tolist()
@@ -101,10 +105,17 @@ def evaluate_run(
         if not manifest.captions:
             raise ConfigError(f"{data_path} has no '{split}' split to evaluate on")
         name = Path(data_path).resolve().name
-        log.info("evaluating %s on %s/%s: %d queries, %d gallery images", run.checkpoint, name, split,
-                 len(manifest.captions), len(manifest.images))
-        encoded = encode_split(run.model, manifest, run.image_transform(), run.tokenizer(),
-                               batch_size, num_workers, device)
+        log.info(
+            "evaluating %s on %s/%s: %d queries, %d gallery images",
+            run.checkpoint,
+            name,
+            split,
+            len(manifest.captions),
+            len(manifest.images),
+        )
+        encoded = encode_split(
+            run.model, manifest, run.image_transform(), run.tokenizer(), batch_size, num_workers, device
+        )
         results[name] = score(encoded)
         if visualize:
             out = Path(figure_dir or ".") / f"retrieval_{name}_{split}.png"

@@ -10,12 +10,11 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.model import text_global_pool
 from torch import nn
 
 from tbpr.errors import ConfigError
 from tbpr.losses import LogitScale
-
-log = logging.getLogger(__name__)
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(_CONFIG_DIR)
@@ -43,6 +42,18 @@ def available_architectures() -> list[str]:
     return open_clip.list_models()
 
 
+@contextmanager
+def _quiet_root_logger(active: bool):
+    root = logging.getLogger()
+    level = root.level
+    if active:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 class DualEncoder(nn.Module):
     """Image and text towers of one open_clip CLIP model plus a shared temperature.
 
@@ -61,12 +72,20 @@ class DualEncoder(nn.Module):
         weight_file = pretrained and Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors")
         if weight_file and not Path(pretrained).is_file():
             raise ConfigError(f"model.pretrained={pretrained!r}: no such checkpoint file")
-        self.clip = open_clip.create_model(
-            config.arch,
-            pretrained=pretrained,
-            force_image_size=tuple(config.image_size),
-            force_context_length=config.context_length,
-            **config.extra,
+        with _quiet_root_logger(pretrained is None):  # open_clip warns about the random init we asked for
+            self.clip = open_clip.create_model(
+                config.arch,
+                pretrained=pretrained,
+                force_image_size=tuple(config.image_size),
+                force_context_length=config.context_length,
+                **config.extra,
+            )
+        # A causal text tower pooled at the end token never looks at the padding after it: dropping the
+        # padding columns shared by the whole batch gives the same features for less compute.
+        self._trim_padding = (
+            type(self.clip) is open_clip.CLIP
+            and self.clip.attn_mask is not None
+            and self.clip.text_pool_type in ("argmax", "eos")
         )
         # tbpr's temperature replaces open_clip's own (kept only so open_clip checkpoints load strictly)
         self.clip.logit_scale.requires_grad_(False)
@@ -81,7 +100,18 @@ class DualEncoder(nn.Module):
         return self.clip.encode_image(images, normalize=normalize)
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self.clip.encode_text(tokens, normalize=normalize)
+        """Text features; padding past the batch's longest caption is skipped (see ``_trim_padding``)."""
+        clip = self.clip
+        if not self._trim_padding:
+            return clip.encode_text(tokens, normalize=normalize)
+        length = max(1, int((tokens != 0).sum(dim=1).max()))
+        tokens = tokens[:, :length]
+        cast_dtype = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:length, :length]))
+        x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+        x = self._project_text(x)
+        return F.normalize(x, dim=-1) if normalize else x
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         return {
@@ -113,7 +143,9 @@ class DualEncoder(nn.Module):
         ):
             for layer in layers:
                 if not -len(blocks) <= layer < len(blocks):
-                    raise ConfigError(f"{tower} layer {layer} out of range: the tower has {len(blocks)} blocks")
+                    raise ConfigError(
+                        f"{tower} layer {layer} out of range: the tower has {len(blocks)} blocks"
+                    )
                 index = layer % len(blocks)
 
                 def hook(_module, _inputs, output, tower=tower, index=index):
@@ -134,7 +166,9 @@ class DualEncoder(nn.Module):
 
     def project_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Map intermediate text tokens into the joint space (final LayerNorm and projection)."""
-        x = self.clip.ln_final(tokens)
+        return self._project_text(self.clip.ln_final(tokens))
+
+    def _project_text(self, x: torch.Tensor) -> torch.Tensor:
         proj = self.clip.text_projection
         if proj is None:
             return x
@@ -151,8 +185,9 @@ class DualEncoder(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Token-level features of one layer of each tower given (image: [B, 1+P, D], text: [B, L, D])."""
         out = {}
-        with self.capture_tokens([image_layer] if images is not None else [],
-                                 [text_layer] if tokens is not None else []) as store:
+        with self.capture_tokens(
+            [image_layer] if images is not None else [], [text_layer] if tokens is not None else []
+        ) as store:
             if images is not None:
                 self.encode_image(images)
             if tokens is not None:

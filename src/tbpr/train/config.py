@@ -73,7 +73,9 @@ def recipe_path(name_or_path: str) -> Path:
     shipped = RECIPE_DIR / f"{name_or_path}.yaml"
     if not shipped.is_file():
         known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
-        raise ConfigError(f"no recipe named {name_or_path!r}; shipped recipes: {known} (or give a .yaml path)")
+        raise ConfigError(
+            f"no recipe named {name_or_path!r}; shipped recipes: {known} (or give a .yaml path)"
+        )
     return shipped
 
 

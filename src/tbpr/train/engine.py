@@ -101,15 +101,21 @@ class Trainer:
             raise ConfigError(f"{cfg.data.path}: the training split has no captions")
         self.tokenizer = Tokenizer(cfg.model.context_length)
         size = tuple(cfg.model.image_size)
-        self.train_transform = build_image_transform(size, cfg.data.mean, cfg.data.std, train=True,
-                                                     hflip=cfg.data.hflip)
+        self.train_transform = build_image_transform(
+            size, cfg.data.mean, cfg.data.std, train=True, hflip=cfg.data.hflip
+        )
         self.eval_transform = build_image_transform(size, cfg.data.mean, cfg.data.std, train=False)
 
         self.batches = SeededBatches(self._batch_sampler(), cfg.seed)
         dataset = SeededDataset(CaptionPairDataset(self.train_split, self.train_transform, self.tokenizer))
         workers = cfg.data.num_workers
-        self.loader = DataLoader(dataset, batch_sampler=self.batches, num_workers=workers,
-                                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=self.batches,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
         self.accum = cfg.optim.accum_steps
         self.steps_per_epoch = len(self.batches) // self.accum
         if self.steps_per_epoch == 0:
@@ -129,7 +135,9 @@ class Trainer:
         min_factor = cfg.optim.min_lr / cfg.optim.lr
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda s: warmup_cosine_factor(s, self.total_steps, warmup, cfg.optim.warmup_start_factor, min_factor),
+            lambda s: warmup_cosine_factor(
+                s, self.total_steps, warmup, cfg.optim.warmup_start_factor, min_factor
+            ),
         )
         self.use_amp = cfg.optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -150,8 +158,10 @@ class Trainer:
         if self.main:
             save_yaml(cfg, self.out / "config.yaml")
         if not self.val_split.captions:
-            log.warning("%s has no validation split: 'best' will be the final model, never chosen on test",
-                        cfg.data.path)
+            log.warning(
+                "%s has no validation split: 'best' will be the final model, never chosen on test",
+                cfg.data.path,
+            )
 
     def _batch_sampler(self):
         d = self.cfg.data
@@ -205,7 +215,9 @@ class Trainer:
         image_feats = dist.all_gather_with_grad(out["image_feats"].float())
         text_feats = dist.all_gather_with_grad(out["text_feats"].float())
         pids = dist.all_gather_no_grad(pids)
-        return compute_losses(self.cfg.losses, image_feats, text_feats, pids, pids, out["logit_scale"].float())
+        return compute_losses(
+            self.cfg.losses, image_feats, text_feats, pids, pids, out["logit_scale"].float()
+        )
 
     def _optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)
@@ -224,9 +236,15 @@ class Trainer:
         """Train to the configured number of epochs (or ``max_steps``); returns the run folder."""
         cfg = self.cfg
         self.model.train()
-        log.info("training on %s: %d captions, %d ids, %d steps/epoch, %d epochs, %d process(es)",
-                 self.device, len(self.train_split.captions), self.train_split.num_ids(),
-                 self.steps_per_epoch, cfg.optim.epochs, self.dist.world_size)
+        log.info(
+            "training on %s: %d captions, %d ids, %d steps/epoch, %d epochs, %d process(es)",
+            self.device,
+            len(self.train_split.captions),
+            self.train_split.num_ids(),
+            self.steps_per_epoch,
+            cfg.optim.epochs,
+            self.dist.world_size,
+        )
         while self.epoch < cfg.optim.epochs and not self._done():
             self._train_epoch()
             if self.batch_in_epoch < self.steps_per_epoch * self.accum:  # stopped inside the epoch
@@ -248,8 +266,13 @@ class Trainer:
         self.batches.set_epoch(self.epoch)
         self.batches.set_start_batch(self.batch_in_epoch)
         remaining = self.steps_per_epoch * self.accum - self.batch_in_epoch
-        bar = tqdm(total=self.steps_per_epoch, initial=self.batch_in_epoch // self.accum,
-                   desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", disable=not self.main, leave=False)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.batch_in_epoch // self.accum,
+            desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}",
+            disable=not self.main,
+            leave=False,
+        )
         window = {"start": time.perf_counter(), "wait": 0.0, "samples": 0}
         fetched = time.perf_counter()
         for i, batch in enumerate(self.loader):
@@ -284,35 +307,72 @@ class Trainer:
     def _log_step(self, lr: float, loss: float, terms: dict, window: dict) -> None:
         """One train record; throughput and the share of time spent waiting for data since the last one."""
         elapsed = time.perf_counter() - window["start"]
-        self.metrics.write({
-            "kind": "train", "step": self.global_step, "epoch": self.epoch, "lr": lr, "loss": loss, **terms,
-            "logit_scale": self.model.logit_scale.item(),
-            "samples_per_s": window["samples"] / elapsed, "data_wait_frac": window["wait"] / elapsed,
-        })
+        self.metrics.write(
+            {
+                "kind": "train",
+                "step": self.global_step,
+                "epoch": self.epoch,
+                "lr": lr,
+                "loss": loss,
+                **terms,
+                "logit_scale": self.model.logit_scale.item(),
+                "samples_per_s": window["samples"] / elapsed,
+                "data_wait_frac": window["wait"] / elapsed,
+            }
+        )
         window.update(start=time.perf_counter(), wait=0.0, samples=0)
 
     def _validate(self) -> None:
         cfg = self.cfg
         if self.main and self.val_split.captions:
-            encoded = encode_split(self.model, self.val_split, self.eval_transform, self.tokenizer,
-                                   cfg.data.eval_batch_size, cfg.data.num_workers, self.device, progress=False)
+            encoded = encode_split(
+                self.model,
+                self.val_split,
+                self.eval_transform,
+                self.tokenizer,
+                cfg.data.eval_batch_size,
+                cfg.data.num_workers,
+                self.device,
+                progress=False,
+            )
             metrics = score(encoded)
             t2i = metrics["t2i"]
-            self.metrics.write({"kind": "val", "step": self.global_step, "epoch": self.epoch,
-                                **{k: v for k, v in t2i.items() if k != "skipped_queries"}})
-            log.info("epoch %d val: R1 %.2f R5 %.2f R10 %.2f mAP %.2f mINP %.2f", self.epoch,
-                     t2i["R1"], t2i["R5"], t2i["R10"], t2i["mAP"], t2i["mINP"])
+            self.metrics.write(
+                {
+                    "kind": "val",
+                    "step": self.global_step,
+                    "epoch": self.epoch,
+                    **{k: v for k, v in t2i.items() if k != "skipped_queries"},
+                }
+            )
+            log.info(
+                "epoch %d val: R1 %.2f R5 %.2f R10 %.2f mAP %.2f mINP %.2f",
+                self.epoch,
+                t2i["R1"],
+                t2i["R5"],
+                t2i["R10"],
+                t2i["mAP"],
+                t2i["mINP"],
+            )
             value = t2i[cfg.select_metric]
             if self.best is None or value > self.best["value"]:
-                self.best = {"value": value, "metric": cfg.select_metric, "epoch": self.epoch,
-                             "step": self.global_step, "val": t2i}
+                self.best = {
+                    "value": value,
+                    "metric": cfg.select_metric,
+                    "epoch": self.epoch,
+                    "step": self.global_step,
+                    "val": t2i,
+                }
                 self._save_best(self.best)
         dist.barrier()
 
     def _save_best(self, best: dict | None) -> None:
         """Write best.pt; without validation (``best`` None) it is the final model."""
-        payload = {**model_payload(self.model), "config": to_dict(self.cfg),
-                   "selected": best or {"metric": None, "epoch": self.epoch, "step": self.global_step}}
+        payload = {
+            **model_payload(self.model),
+            "config": to_dict(self.cfg),
+            "selected": best or {"metric": None, "epoch": self.epoch, "step": self.global_step},
+        }
         atomic_torch_save(payload, self.ckpt_dir / "best.pt")
 
 

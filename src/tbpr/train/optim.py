@@ -7,7 +7,13 @@ from torch import nn
 
 from tbpr.train.config import OptimConfig
 
-_NO_DECAY_KEYWORDS = ("positional_embedding", "class_embedding", "token_embedding", "logit_scale", "temperature")
+_NO_DECAY_KEYWORDS = (
+    "positional_embedding",
+    "class_embedding",
+    "token_embedding",
+    "logit_scale",
+    "temperature",
+)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
