@@ -12,7 +12,7 @@ from tqdm import tqdm
 from tbpr.data.datasets import ImageDataset, TextDataset
 from tbpr.data.schema import Manifest
 from tbpr.data.tokenizer import Tokenizer
-from tbpr.evaluation.metrics import retrieval_metrics
+from tbpr.evaluation.metrics import retrieval_metrics_both
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,4 @@ def encode_split(
 
 def score(encoded: EncodedSplit) -> dict[str, dict]:
     """Text-to-image and image-to-text metrics of an encoded split."""
-    sim = encoded.similarity()
-    return {
-        "t2i": retrieval_metrics(sim, encoded.text_pids, encoded.image_pids),
-        "i2t": retrieval_metrics(sim.T, encoded.image_pids, encoded.text_pids),
-    }
+    return retrieval_metrics_both(encoded.similarity(), encoded.text_pids, encoded.image_pids)

@@ -114,7 +114,6 @@ class Trainer:
             batch_sampler=self.batches,
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0,
         )
         self.accum = cfg.optim.accum_steps
         self.steps_per_epoch = len(self.batches) // self.accum
