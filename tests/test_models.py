@@ -101,3 +101,11 @@ def test_text_padding_trim_gives_open_clip_features(model):
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
     # the token features of the hooked layers keep the full context
     assert model.token_features(None, tokens, text_layer=0)["text"].shape[1] == 30
+
+
+@pytest.mark.parametrize(("arch", "grid"), [("ViT-B-16", (24, 8)), ("ViT-B-32", (12, 4))])
+def test_field_backbones_take_384x128_inputs(arch, grid):
+    m = DualEncoder(ModelConfig(arch=arch, image_size=(384, 128))).eval()
+    assert tuple(m.clip.visual.grid_size) == grid
+    with torch.no_grad():
+        assert m.encode_image(torch.randn(1, 3, 384, 128)).shape == (1, 512)

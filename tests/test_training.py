@@ -1,6 +1,7 @@
 """Engine behaviour on SynthPedes tiny: resume equivalence, DDP equivalence, end-to-end train + eval."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from tbpr.cli import main
+from tbpr.errors import DataError
 from tbpr.models import load_model
 from tbpr.train import load_config, train
 
@@ -140,3 +142,25 @@ def test_cli_train_then_eval_end_to_end(tmp_path, synth_tiny, capsys):
 def test_eval_of_missing_run_is_a_clear_error(tmp_path, caplog):
     assert main(["eval", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in caplog.text
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path, synth_tiny):
+    plain = train(config(tmp_path, "plain", synth_tiny, "optim.epochs=1", "eval_every=0"))
+    accum = train(config(tmp_path, "accum", synth_tiny, "optim.epochs=1", "eval_every=0", "optim.accum_steps=2"))
+    steps = torch.load(plain / "checkpoints/last.pt", weights_only=False)["global_step"]
+    state = torch.load(accum / "checkpoints/last.pt", weights_only=False)
+    assert state["global_step"] == steps // 2 and state["epoch"] == 1
+    assert all(math.isfinite(v) for v in train_losses(accum).values())
+
+
+def test_training_refuses_data_that_fails_the_check(tmp_path, synth_tiny):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(synth_tiny, broken)
+    victim = next((broken / "imgs").rglob("*.jpg"))
+    victim.write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="skip"):
+        train(config(tmp_path, "run", broken, "max_steps=1"))
+    run = train(config(tmp_path, "run", broken, "max_steps=1", "data.skip_bad=true"))
+    assert (run / "checkpoints/last.pt").exists()

@@ -21,8 +21,10 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(f"{report.annotation_file} ({report.format}): {len(report.manifest.images)} images, "
-              f"{len(report.manifest.captions)} captions")
+        print(
+            f"{report.annotation_file} ({report.format}): {len(report.manifest.images)} images, "
+            f"{len(report.manifest.captions)} captions"
+        )
         for message in report.errors:
             print(f"ERROR: {message}")
         for message in report.warnings:
@@ -34,7 +36,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser(
-        "data", help="inspect and validate datasets",
+        "data",
+        help="inspect and validate datasets",
         description="Inspect and validate a dataset folder (annotation file + imgs/).",
     )
     commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -42,14 +45,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def add(name: str, help: str, func) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help, description=help)
         parser.add_argument("path", metavar="PATH", help="dataset folder (annotation file and imgs/)")
-        parser.add_argument("--format", choices=sorted(FORMATS),
-                            help="annotation format (default: recognized from the annotation file's name)")
+        parser.add_argument(
+            "--format",
+            choices=sorted(FORMATS),
+            help="annotation format (default: recognized from the annotation file's name)",
+        )
         parser.add_argument("--json", action="store_true", help="print JSON instead of text")
         parser.set_defaults(func=func)
         return parser
 
     add("stats", "print identities, images, captions and mean caption words per split", _stats)
-    check = add("check", "validate annotations, images, captions and splits; exit 1 if anything is wrong",
-                _check)
-    check.add_argument("--workers", type=int, default=None,
-                       help="threads decoding images (default: min(32, CPUs + 4))")
+    check = add(
+        "check", "validate annotations, images, captions and splits; exit 1 if anything is wrong", _check
+    )
+    check.add_argument(
+        "--workers", type=int, default=None, help="threads decoding images (default: min(32, CPUs + 4))"
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tbpr.cli.options import add_config_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,15 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="SynthPedes size (default: small)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for data and training (default: 0)")
-    p.add_argument("--config", default="cpu-small", help="training recipe (default: cpu-small)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a training config value (repeatable), e.g. --set optim.epochs=5",
-    )
+    add_config_options(p)
     p.set_defaults(func=run)
 
 

@@ -15,22 +15,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Render procedurally generated pedestrians with captions and ground-truth attributes "
         "into OUT (imgs/, reid_raw.json, attributes.json). See docs/synthpedes.md.",
     )
-    p.add_argument("out", type=Path, help="output folder (created; must be new, empty or an earlier SynthPedes run)")
-    p.add_argument("--size", choices=tuple(SIZES), default="tiny",
-                   help="tiny: 40 ids for tests; small: 500 ids x 4 images; standard: 2500 ids, >=10k images")
+    p.add_argument(
+        "out", type=Path, help="output folder (created; must be new, empty or an earlier SynthPedes run)"
+    )
+    p.add_argument(
+        "--size",
+        choices=tuple(SIZES),
+        default="tiny",
+        help="tiny: 40 ids for tests; small: 500 ids x 4 images; standard: 2500 ids, >=10k images",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical output)")
-    p.add_argument("--caption-noise", type=float, default=0.0, metavar="P",
-                   help="probability of replacing each attribute word in a caption by a wrong value")
-    p.add_argument("--workers", type=int, default=None,
-                   help="rendering processes (default: 1 below 1000 images, else up to 8); output is identical")
-    p.add_argument("--contact-sheet", type=Path, default=None, metavar="PNG",
-                   help="also write a contact sheet of a few identities to this PNG file")
+    p.add_argument(
+        "--caption-noise",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of replacing each attribute word in a caption by a wrong value",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="rendering processes (default: 1 below 1000 images, else up to 8); output is identical",
+    )
+    p.add_argument(
+        "--contact-sheet",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also write a contact sheet of a few identities to this PNG file",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    path = generate(args.out, size=args.size, seed=args.seed, caption_noise=args.caption_noise,
-                    workers=args.workers)
+    path = generate(
+        args.out, size=args.size, seed=args.seed, caption_noise=args.caption_noise, workers=args.workers
+    )
     if args.contact_sheet is not None:
         write_contact_sheet(args.out, args.contact_sheet)
     print(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tbpr.cli.options import add_config_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,23 +15,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "exactly where it stopped unless --no-resume is given. Under torchrun every process runs this "
         "same command (DDP, global batch = data.batch_size).",
     )
-    p.add_argument(
-        "--config",
-        default="cpu-small",
-        help="shipped recipe name (cpu-small, clip-sdm) or a YAML file (default: cpu-small)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.lr=1e-4 (repeatable; values are YAML)",
-    )
+    add_config_options(p)
     p.add_argument("--data", help="dataset folder (shortcut for --set data.path=...)")
     p.add_argument("--out", help="run folder (shortcut for --set output_dir=...)")
     p.add_argument(
         "--no-resume", action="store_true", help="start from scratch even if the run folder has a checkpoint"
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="train on the data that passes `tbpr data check`, dropping bad records and images "
+        "(shortcut for --set data.skip_bad=true; the count skipped is logged)",
     )
     p.set_defaults(func=run)
 
@@ -40,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.path={args.data}")
+    if args.skip_bad:
+        overrides.append("data.skip_bad=true")
     if args.out:
         overrides.append(f"output_dir={args.out}")
     cfg = load_config(args.config, overrides)
