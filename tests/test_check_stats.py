@@ -34,6 +34,7 @@ def corrupt(root, rel: str, data: bytes) -> None:
 
 # ---------------------------------------------------------------- stats
 
+
 def test_split_stats_hand_counted(tmp_path):
     stats = split_stats(read_dataset(make_dataset("cuhk", tmp_path)))
     assert stats["train"] == SplitStats(ids=3, images=4, captions=6, mean_words=pytest.approx(31 / 6))
@@ -68,6 +69,7 @@ def test_stats_cli_table_and_format_flag(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- check
+
 
 def test_clean_dataset_passes(tmp_path, capsys):
     root = make_dataset("cuhk", tmp_path)
@@ -143,9 +145,12 @@ def test_check_reports_malformed_json_position_without_raising(tmp_path, capsys)
 
 
 def test_empty_captions_are_errors_duplicates_are_warnings(tmp_path):
-    records = [record("a.jpg", 1, captions=("A man in red.", "a  man in RED.", "A man in red.")),
-               record("b.jpg", 2, captions=("  ",)), record("c.jpg", 2, captions=("A man in red.",)),
-               record("d.jpg", 3, captions=())]
+    records = [
+        record("a.jpg", 1, captions=("A man in red.", "a  man in RED.", "A man in red.")),
+        record("b.jpg", 2, captions=("  ",)),
+        record("c.jpg", 2, captions=("A man in red.",)),
+        record("d.jpg", 3, captions=()),
+    ]
     report = check_dataset(write_records(tmp_path / "d", records))
     assert report.errors == ["1 empty captions: caption 3 of b.jpg"]
     assert report.bad_caption_ids == {3}
@@ -163,17 +168,30 @@ def test_duplicate_captions_alone_keep_the_check_ok(tmp_path, capsys):
 
 
 def test_person_id_in_two_splits(tmp_path):
-    records = [record("a.jpg", 1), record("b.jpg", 1, "test"), record("c.jpg", 2), record("d.jpg", 2, "val"),
-               record("e.jpg", 3, "val"), record("f.jpg", 3, "test"), record("g.jpg", 4)]
+    records = [
+        record("a.jpg", 1),
+        record("b.jpg", 1, "test"),
+        record("c.jpg", 2),
+        record("d.jpg", 2, "val"),
+        record("e.jpg", 3, "val"),
+        record("f.jpg", 3, "test"),
+        record("g.jpg", 4),
+    ]
     report = check_dataset(write_records(tmp_path / "d", records))
-    assert report.errors == ["3 person ids in more than one split: id 1 (test, train); id 2 (train, val); "
-                             "id 3 (test, val)"]
+    assert report.errors == [
+        "3 person ids in more than one split: id 1 (test, train); id 2 (train, val); id 3 (test, val)"
+    ]
     assert report.bad_image_ids == {0, 2, 4}  # test keeps its ids, then val
 
 
 def test_check_reports_all_problems_at_once(tmp_path):
-    records = [record("a.jpg", 1), {"file_path": "b.jpg", "split": "train", "captions": ["x"]},
-               record("c.jpg", 2, captions=("",)), record("d.jpg", 2, "test"), record("e.jpg", 5)]
+    records = [
+        record("a.jpg", 1),
+        {"file_path": "b.jpg", "split": "train", "captions": ["x"]},
+        record("c.jpg", 2, captions=("",)),
+        record("d.jpg", 2, "test"),
+        record("e.jpg", 5),
+    ]
     root = write_records(tmp_path / "d", records)
     (root / "imgs" / "e.jpg").unlink()
     report = check_dataset(root)
@@ -192,6 +210,7 @@ def test_check_of_folder_without_annotations_raises(tmp_path):
 
 
 # ---------------------------------------------------------------- load_training_manifest
+
 
 def test_training_manifest_of_clean_data(tmp_path):
     root = make_dataset("cuhk", tmp_path)
@@ -214,16 +233,24 @@ def test_training_manifest_refuses_bad_data_and_names_skip_bad(tmp_path):
 
 
 def test_skip_bad_drops_and_logs(tmp_path, caplog):
-    records = [record("a.jpg", 10, captions=("one", "")), record("b.jpg", 20, captions=("two",)),
-               record("c.jpg", 30, captions=("three", "four")), record("d.jpg", 30, "test"),
-               {"file_path": "e.jpg", "id": "40", "split": "train", "captions": ["x"]}, record("f.jpg", 50)]
+    records = [
+        record("a.jpg", 10, captions=("one", "")),
+        record("b.jpg", 20, captions=("two",)),
+        record("c.jpg", 30, captions=("three", "four")),
+        record("d.jpg", 30, "test"),
+        {"file_path": "e.jpg", "id": "40", "split": "train", "captions": ["x"]},
+        record("f.jpg", 50),
+    ]
     root = write_records(tmp_path / "d", records)
     (root / "imgs" / "b.jpg").write_bytes(b"not an image")
     with caplog.at_level(logging.WARNING):
         m = load_training_manifest(root, skip_bad=True)
     # kept: a.jpg (caption 'one'), d.jpg (test keeps id 30), f.jpg; train pids renumbered 10, 50 -> 0, 1
-    assert [(im.path, im.pid, im.split) for im in m.images] == [("a.jpg", 0, "train"), ("d.jpg", 30, "test"),
-                                                                ("f.jpg", 1, "train")]
+    assert [(im.path, im.pid, im.split) for im in m.images] == [
+        ("a.jpg", 0, "train"),
+        ("d.jpg", 30, "test"),
+        ("f.jpg", 1, "train"),
+    ]
     assert [c.text for c in m.captions] == ["one", "a person", "a person"]
     assert "skipping 1 annotation records, 2 images and 4 captions" in caplog.text
 

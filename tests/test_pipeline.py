@@ -28,11 +28,12 @@ def tokenizer() -> Tokenizer:
 
 def half_black_half_white(width: int = 16, height: int = 32) -> Image.Image:
     pixels = np.zeros((height, width, 3), dtype=np.uint8)
-    pixels[:, width // 2:] = 255
+    pixels[:, width // 2 :] = 255
     return Image.fromarray(pixels)
 
 
 # ---------------------------------------------------------------- transforms
+
 
 @pytest.mark.parametrize("size", [(384, 128), (224, 224)])
 def test_transform_normalizes_with_the_given_statistics(size):
@@ -83,6 +84,7 @@ def test_load_image_converts_to_rgb(tmp_path, mode):
 
 # ---------------------------------------------------------------- tokenizer
 
+
 def test_tokenizer_pads_short_captions(tokenizer):
     tokens = tokenizer(["a man in red", "hi"])
     assert tokens.shape == (2, 77) and tokens.dtype == torch.long
@@ -109,6 +111,7 @@ def test_tokenizer_context_length_and_special_ids():
 
 
 # ---------------------------------------------------------------- datasets
+
 
 def test_caption_pair_dataset_one_sample_per_caption(tmp_path, tokenizer):
     train = read_dataset(make_dataset("cuhk", tmp_path)).split("train")

@@ -44,8 +44,12 @@ def test_rstpreid_reads_img_path_and_maps_other_splits_to_val(tmp_path):
     root = make_dataset("rstp", tmp_path)
     assert find_annotation(root)[0].name == "rstpreid"
     m = read_dataset(root)
-    assert [im.path for im in m.images] == ["0001_c1_0001.jpg", "0001_c2_0002.jpg", "0040_c3_0001.jpg",
-                                            "0050_c1_0001.jpg"]
+    assert [im.path for im in m.images] == [
+        "0001_c1_0001.jpg",
+        "0001_c2_0002.jpg",
+        "0040_c3_0001.jpg",
+        "0050_c1_0001.jpg",
+    ]
     assert [im.split for im in m.images] == ["train", "train", "val", "test"]  # 'valid' -> val
     assert [im.pid for im in m.images] == [0, 0, 40, 50]
     assert len(m.captions) == 8
@@ -80,8 +84,13 @@ def test_missing_annotation_names_folder_and_expected_files(tmp_path):
         read_dataset(tmp_path)
     message = str(err.value)
     assert str(tmp_path) in message
-    for name in ("reid_raw.json", "ICFG-PEDES.json", "ICFG_PEDES.json", "data_captions.json",
-                 "annotations.jsonl"):
+    for name in (
+        "reid_raw.json",
+        "ICFG-PEDES.json",
+        "ICFG_PEDES.json",
+        "data_captions.json",
+        "annotations.jsonl",
+    ):
         assert name in message
 
 
@@ -121,7 +130,9 @@ def test_malformed_jsonl_reports_every_bad_line(tmp_path):
 
 def test_utf8_bom_is_accepted_other_encodings_are_reported(tmp_path):
     records = [{"file_path": "é.jpg", "id": 1, "split": "train", "captions": ["café"]}]
-    (tmp_path / "reid_raw.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(records, ensure_ascii=False).encode())
+    (tmp_path / "reid_raw.json").write_bytes(
+        b"\xef\xbb\xbf" + json.dumps(records, ensure_ascii=False).encode()
+    )
     assert read_dataset(tmp_path).captions[0].text == "café"
     (tmp_path / "reid_raw.json").write_bytes(json.dumps(records, ensure_ascii=False).encode("latin-1"))
     with pytest.raises(DataError, match=r"reid_raw\.json: not UTF-8 text \(byte 16\)"):
@@ -136,8 +147,15 @@ def test_non_list_json_is_refused(tmp_path):
 
 def test_missing_and_wrongly_typed_fields_name_record_and_field(tmp_path):
     ok = {"file_path": "a.jpg", "id": 1, "split": "train", "captions": ["x"]}
-    records = [ok, {**ok, "id": "1"}, {k: v for k, v in ok.items() if k != "captions"},
-               {**ok, "captions": "just one"}, {**ok, "captions": ["x", 3]}, {**ok, "id": True}, "text"]
+    records = [
+        ok,
+        {**ok, "id": "1"},
+        {k: v for k, v in ok.items() if k != "captions"},
+        {**ok, "captions": "just one"},
+        {**ok, "captions": ["x", 3]},
+        {**ok, "id": True},
+        "text",
+    ]
     write_records(tmp_path, records)
     with pytest.raises(DataError) as err:
         read_dataset(tmp_path)

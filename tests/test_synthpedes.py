@@ -41,8 +41,11 @@ def _load(out: Path) -> tuple[list[dict], dict]:
 
 
 def _digest(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _captions(truth: dict):
@@ -60,8 +63,11 @@ def test_tiny_is_a_valid_cuhk_pedes_folder(synth_tiny):
         assert row["split"] in ("train", "val", "test")
         assert len(row["captions"]) == 2 and all(isinstance(c, str) for c in row["captions"])
         assert row["processed_tokens"] == [tokenize(c) for c in row["captions"]]
-        assert all(t == t.lower() and re.fullmatch(r"[a-z0-9-]+", t) for toks in row["processed_tokens"]
-                   for t in toks)
+        assert all(
+            t == t.lower() and re.fullmatch(r"[a-z0-9-]+", t)
+            for toks in row["processed_tokens"]
+            for t in toks
+        )
         assert row["file_path"].startswith(f"{row['split']}/{row['id']:04d}/")
         assert (synth_tiny / "imgs" / row["file_path"]).is_file()
         assert row["file_path"] in truth["images"]
@@ -119,7 +125,7 @@ def test_captions_have_15_to_40_words_and_many_structures(synth_tiny):
     for _, _, cap in _captions(truth):
         text = cap["text"]
         for m in sorted(cap["mentions"], key=lambda m: -m["span"][0]):
-            text = text[: m["span"][0]] + "<" + m["attribute"] + ">" + text[m["span"][1]:]
+            text = text[: m["span"][0]] + "<" + m["attribute"] + ">" + text[m["span"][1] :]
         templates.add(text)
     assert len(templates) > 0.8 * len(captions)  # almost never the same sentence skeleton
     openings = Counter(" ".join(c.split()[:2]) for c in captions)
@@ -131,7 +137,9 @@ def test_captions_have_15_to_40_words_and_many_structures(synth_tiny):
 def test_upper_and_lower_garments_are_usually_mentioned(synth_tiny):
     _, truth = _load(synth_tiny)
     caps = list(_captions(truth))
-    has = Counter(m["attribute"] for _, _, cap in caps for m in {m["attribute"]: m for m in cap["mentions"]}.values())
+    has = Counter(
+        m["attribute"] for _, _, cap in caps for m in {m["attribute"]: m for m in cap["mentions"]}.values()
+    )
     assert has["upper_type"] > 0.75 * len(caps) and has["lower_type"] > 0.8 * len(caps)
     assert has["upper_colour"] > 0.75 * len(caps) and has["lower_colour"] > 0.75 * len(caps)
     assert 0.1 * len(caps) < has["shoe_colour"] < 0.9 * len(caps)  # omitted in some captions
@@ -166,10 +174,23 @@ def test_only_visible_attributes_are_described():
 
 
 def test_articles_and_agreement_follow_the_noised_value():
-    text, mentions = render([Art(True), Slot("upper_colour", "orange", "adj"), Slot("upper_type", "jacket", "noun"),
-                             "and", Agree("lower_type", "a", ""), Slot("lower_type", "skirt", "noun"), "."])
+    text, mentions = render(
+        [
+            Art(True),
+            Slot("upper_colour", "orange", "adj"),
+            Slot("upper_type", "jacket", "noun"),
+            "and",
+            Agree("lower_type", "a", ""),
+            Slot("lower_type", "skirt", "noun"),
+            ".",
+        ]
+    )
     assert text == "An orange jacket and a skirt."
-    assert [(m.words, m.start, m.end) for m in mentions] == [("orange", 3, 9), ("jacket", 10, 16), ("skirt", 23, 28)]
+    assert [(m.words, m.start, m.end) for m in mentions] == [
+        ("orange", 3, 9),
+        ("jacket", 10, 16),
+        ("skirt", 23, 28),
+    ]
     tokens = ["Her", Slot("lower_type", "skirt", "noun"), Agree("lower_type", "is", "are"), "black", "."]
     noisy_text, noisy = render(_draw_noise(tokens, 1.0, np.random.default_rng(0)))
     assert noisy[0].original == "skirt" and noisy[0].value in ("trousers", "jeans", "shorts")
@@ -194,7 +215,9 @@ def test_caption_noise_one_changes_every_word_and_zero_none(synth_tiny, tmp_path
             assert m["words"] in FORMS[m["attribute"]][m["role"]][m["value"]]
             n += 1
     assert n > 5 * len(truth["images"])
-    assert [r["captions"] for r in rows] != [[c["text"] for c in i["captions"]] for i in clean["images"].values()]
+    assert [r["captions"] for r in rows] != [
+        [c["text"] for c in i["captions"]] for i in clean["images"].values()
+    ]
     assert truth["params"]["caption_noise"] == 1.0
 
 
@@ -204,8 +227,14 @@ def test_partial_caption_noise_rate():
     for seed in range(300):
         attrs = sample_attributes(rng)
         scene = sample_scene(np.random.default_rng(seed), "front")
-        _, mentions = make_caption(attrs, visible_attributes(attrs, scene), "front", np.random.default_rng(seed), 0.3,
-                                   np.random.default_rng(seed + 1000))
+        _, mentions = make_caption(
+            attrs,
+            visible_attributes(attrs, scene),
+            "front",
+            np.random.default_rng(seed),
+            0.3,
+            np.random.default_rng(seed + 1000),
+        )
         hit += sum(m.original is not None for m in mentions)
         total += len(mentions)
         assert all((m.original is None) == (m.value == attrs[m.attribute]) for m in mentions)
@@ -244,22 +273,49 @@ def test_mutate_one_keeps_combinations_valid():
 
 # -- rendering ------------------------------------------------------------------------------------------
 def _plain_scene(view: str) -> Scene:
-    return Scene(view=view, height=0.85, x_offset=0.0, top=0.06, arm_swing=0.0, stride=0.5, bag_side=1,
-                 background="plain", horizon=0.6, bg_hue=200, occluder="none", occluder_pos=0.5,
-                 brightness=1.0, contrast=1.0, tint=(1.0, 1.0, 1.0), blur=0.0, noise_seed=1)
+    return Scene(
+        view=view,
+        height=0.85,
+        x_offset=0.0,
+        top=0.06,
+        arm_swing=0.0,
+        stride=0.5,
+        bag_side=1,
+        background="plain",
+        horizon=0.6,
+        bg_hue=200,
+        occluder="none",
+        occluder_pos=0.5,
+        brightness=1.0,
+        contrast=1.0,
+        tint=(1.0, 1.0, 1.0),
+        blur=0.0,
+        noise_seed=1,
+    )
 
 
 def _patch(img: Image.Image, scene: Scene, x_heads: float, y_heads: float) -> np.ndarray:
     unit = scene.height * 256 / 7.7
     x = 64 + x_heads * unit
     y = scene.top * 256 + y_heads * unit
-    return np.asarray(img, dtype=float)[round(y) - 2: round(y) + 3, round(x) - 2: round(x) + 3].mean(axis=(0, 1))
+    return np.asarray(img, dtype=float)[round(y) - 2 : round(y) + 3, round(x) - 2 : round(x) + 3].mean(
+        axis=(0, 1)
+    )
 
 
 def test_rendered_garments_have_their_attribute_colours():
-    attrs = {**sample_attributes(np.random.default_rng(0)), "upper_colour": "red", "upper_pattern": "plain",
-             "upper_type": "t-shirt", "lower_type": "trousers", "lower_colour": "blue", "bag": "backpack",
-             "bag_colour": "yellow", "scarf": "no", "hair_style": "short"}
+    attrs = {
+        **sample_attributes(np.random.default_rng(0)),
+        "upper_colour": "red",
+        "upper_pattern": "plain",
+        "upper_type": "t-shirt",
+        "lower_type": "trousers",
+        "lower_colour": "blue",
+        "bag": "backpack",
+        "bag_colour": "yellow",
+        "scarf": "no",
+        "hair_style": "short",
+    }
     looks = sample_looks(np.random.default_rng(0))
     front = render_image(attrs, looks, _plain_scene("front"))
     assert front.size == (128, 256) and front.mode == "RGB"
@@ -316,7 +372,10 @@ def test_refuses_foreign_folders_and_bad_parameters(tmp_path):
 def test_size_table():
     sizes = gen_mod.SIZES
     assert sizes["small"].identities * sizes["small"].images_per_id[0] == 2000
-    assert sizes["standard"].identities >= 2000 and sizes["standard"].identities * sizes["standard"].images_per_id[0] >= 10000
+    assert (
+        sizes["standard"].identities >= 2000
+        and sizes["standard"].identities * sizes["standard"].images_per_id[0] >= 10000
+    )
     assert gen_mod.split_counts(2500) == {"train": 1750, "val": 250, "test": 500}
     assert set(VOCABULARY["upper_colour"]) == set(COLOURS) and len(COLOURS) == 12
 

@@ -146,7 +146,9 @@ def test_eval_of_missing_run_is_a_clear_error(tmp_path, caplog):
 
 def test_gradient_accumulation_counts_optimizer_steps(tmp_path, synth_tiny):
     plain = train(config(tmp_path, "plain", synth_tiny, "optim.epochs=1", "eval_every=0"))
-    accum = train(config(tmp_path, "accum", synth_tiny, "optim.epochs=1", "eval_every=0", "optim.accum_steps=2"))
+    accum = train(
+        config(tmp_path, "accum", synth_tiny, "optim.epochs=1", "eval_every=0", "optim.accum_steps=2")
+    )
     steps = torch.load(plain / "checkpoints/last.pt", weights_only=False)["global_step"]
     state = torch.load(accum / "checkpoints/last.pt", weights_only=False)
     assert state["global_step"] == steps // 2 and state["epoch"] == 1

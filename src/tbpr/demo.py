@@ -2,22 +2,51 @@
 
 from __future__ import annotations
 
-import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from tbpr.data import read_dataset
 from tbpr.data.synthpedes import generate
-from tbpr.evaluation.report import format_metrics_table
+from tbpr.evaluation import format_metrics_table, retrieval_metrics_both
 from tbpr.evaluation.run_eval import evaluate_run, load_run, write_json
 from tbpr.train import load_config, train
 
-log = logging.getLogger(__name__)
+
+def chance_metrics(data_dir: Path, split: str = "test", trials: int = 5) -> dict[str, dict]:
+    """Metrics of random rankings of the split (mean of ``trials``): the floor a model must clear."""
+    manifest = read_dataset(data_dir).split(split)
+    text_pids = torch.tensor(manifest.caption_pids())
+    image_pids = torch.tensor([rec.pid for rec in manifest.images])
+    runs = [
+        retrieval_metrics_both(
+            torch.rand(len(text_pids), len(image_pids), generator=torch.Generator().manual_seed(trial)),
+            text_pids,
+            image_pids,
+        )
+        for trial in range(trials)
+    ]
+    keys = ("R1", "R5", "R10", "mAP", "mINP")
+    return {d: {k: sum(r[d][k] for r in runs) / trials for k in keys} for d in ("t2i", "i2t")}
+
+
+def write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def run_demo(
     out: Path, size: str = "small", seed: int = 0, recipe: str = "cpu-small", overrides: list[str] = ()
 ) -> dict:
-    """Generate data, train, evaluate; write report.md, metrics.json and retrieval_*.png into ``out``."""
+    """Generate data, train, evaluate; write report.md, metrics.json and retrieval_*.png into ``out``.
+
+    Every stage resumes: existing data is reused and training continues from ``run/checkpoints``.
+    """
     out = Path(out)
     started = time.perf_counter()
     data_dir = out / f"synthpedes-{size}-seed{seed}"
@@ -30,16 +59,30 @@ def run_demo(
     results = evaluate_run(
         loaded, [data_dir], "test", num_workers=cfg.data.num_workers, visualize=8, figure_dir=out
     )
-    name, res = next(iter(results.items()))
+    res = next(iter(results.values()))
+    chance = chance_metrics(data_dir)
+    results["chance"] = chance
     write_json(results, out / "metrics.json")
-    table = format_metrics_table({"text-to-image": res["t2i"], "image-to-text": res["i2t"]})
+    table = format_metrics_table(
+        {
+            "text-to-image": res["t2i"],
+            "image-to-text": res["i2t"],
+            "t2i, random ranking": chance["t2i"],
+            "i2t, random ranking": chance["i2t"],
+        }
+    )
     minutes = (time.perf_counter() - started) / 60
-    (out / "report.md").write_text(
+    selected = torch.load(loaded.checkpoint, map_location="cpu", weights_only=False)["selected"]
+    write_text(
+        out / "report.md",
         f"# tbpr demo\n\nData: SynthPedes `{size}` (seed {seed}) in `{data_dir}`.\n"
-        f"Model: `{cfg.model.arch}` trained from scratch on {loaded.config.device or 'the default device'} "
-        f"for {cfg.optim.epochs} epochs with {dict(cfg.losses)}; checkpoint `{loaded.checkpoint}` "
-        f"(selected on the validation split).\n\n## Test split\n\n```\n{table}\n```\n\n"
-        f"![retrieval examples]({Path(res['figure']).name})\n\nTotal time: {minutes:.1f} min.\n"
+        f"Model: `{cfg.model.arch}` trained from scratch for {cfg.optim.epochs} epochs with losses "
+        f"{dict(cfg.losses)}; checkpoint `{loaded.checkpoint}` selected on the validation split "
+        f"(epoch {selected['epoch']}, val {selected['metric']} {selected.get('value', float('nan')):.2f}).\n\n"
+        f"## Test split\n\n{table}\n\n"
+        f"![retrieval examples]({Path(res['figure']).name})\n\n"
+        f"Green border: the image shows the described person; red: another person.\n\n"
+        f"Total time: {minutes:.1f} min.\n",
     )
     print(table)
     print(f"\nreport: {out / 'report.md'}\nfigure: {res['figure']}\ntime: {minutes:.1f} min")

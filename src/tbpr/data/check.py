@@ -83,8 +83,15 @@ def _check_images(report: CheckReport, workers: int | None) -> None:
         return
     paths = [manifest.image_path(rec) for rec in manifest.images]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = list(tqdm(pool.map(image_problem, paths), total=len(paths), desc="checking images",
-                             unit="img", disable=None))
+        outcomes = list(
+            tqdm(
+                pool.map(image_problem, paths),
+                total=len(paths),
+                desc="checking images",
+                unit="img",
+                disable=None,
+            )
+        )
     missing, unreadable = [], []
     for rec, outcome in zip(manifest.images, outcomes):
         if outcome is None:
@@ -143,8 +150,14 @@ def check_dataset(path: str | Path, format: str | None = None, workers: int | No
     Raises ``DataError`` only when there is nothing to check (no folder or annotation file).
     """
     annotations = read_annotations(path, format)
-    report = CheckReport(Path(path), annotations.file, annotations.spec.name, annotations.manifest,
-                         errors=list(annotations.problems), skipped_records=annotations.skipped_records)
+    report = CheckReport(
+        Path(path),
+        annotations.file,
+        annotations.spec.name,
+        annotations.manifest,
+        errors=list(annotations.problems),
+        skipped_records=annotations.skipped_records,
+    )
     _check_images(report, workers)
     _check_captions(report)
     _check_split_ids(report, annotations.raw_pids)
@@ -173,15 +186,22 @@ def load_training_manifest(path: str | Path, format: str | None = None, skip_bad
         return report.manifest
     if not skip_bad:
         raise DataError(
-            f"dataset {path} failed the check: " + "; ".join(report.errors)
+            f"dataset {path} failed the check: "
+            + "; ".join(report.errors)
             + "; fix the data, or pass skip_bad=True (--skip-bad; data.skip_bad=true in a recipe)"
             " to drop the bad records, images and captions"
         )
     manifest = without_bad(report)
-    log.warning("skipping %d annotation records, %d images and %d captions of %s that failed the check",
-                report.skipped_records, len(report.manifest.images) - len(manifest.images),
-                len(report.manifest.captions) - len(manifest.captions), path)
+    log.warning(
+        "skipping %d annotation records, %d images and %d captions of %s that failed the check",
+        report.skipped_records,
+        len(report.manifest.images) - len(manifest.images),
+        len(report.manifest.captions) - len(manifest.captions),
+        path,
+    )
     if not manifest.split("train").captions:
-        raise DataError(f"dataset {path}: no training captions are left after skipping bad data: "
-                        + "; ".join(report.errors))
+        raise DataError(
+            f"dataset {path}: no training captions are left after skipping bad data: "
+            + "; ".join(report.errors)
+        )
     return manifest

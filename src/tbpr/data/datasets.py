@@ -76,4 +76,3 @@ class TextDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         tokens = self.tokenizer(self.manifest.captions[index].text)[0]
         return {"tokens": tokens, "pid": self.pids[index], "index": index}
-

@@ -57,8 +57,9 @@ def find_annotation(path: str | Path, format: str | None = None) -> tuple[Format
     """The format and annotation file of dataset folder ``path`` (recognized by file name)."""
     root = Path(path)
     if not root.is_dir():
-        raise DataError(f"dataset folder {root} does not exist (expected a folder with an annotation file "
-                        "and imgs/)")
+        raise DataError(
+            f"dataset folder {root} does not exist (expected a folder with an annotation file and imgs/)"
+        )
     specs = [get_format(format)] if format else list(FORMATS.values())
     for spec in specs:
         for file_name in spec.annotation_files:
@@ -105,8 +106,11 @@ def record_problems(spec: FormatSpec, record: object) -> list[str]:
         (spec.id_field, "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
         (spec.split_field, "a string", lambda v: isinstance(v, str)),
         (spec.image_field, "a non-empty string", lambda v: isinstance(v, str) and bool(v)),
-        (spec.captions_field, "a list of strings", lambda v: isinstance(v, list)
-         and all(isinstance(c, str) for c in v)),
+        (
+            spec.captions_field,
+            "a list of strings",
+            lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+        ),
     )
     problems = []
     for name, kind, valid in expected:
@@ -123,8 +127,9 @@ def contiguous_train_pids(images: list[ImageRecord]) -> list[ImageRecord]:
     return [replace(im, pid=order[im.pid]) if im.split == "train" else im for im in images]
 
 
-def build_manifest(name: str, image_root: Path, spec: FormatSpec, records: list[dict],
-                   annotation_file: Path | None = None) -> Manifest:
+def build_manifest(
+    name: str, image_root: Path, spec: FormatSpec, records: list[dict], annotation_file: Path | None = None
+) -> Manifest:
     """The manifest of valid raw records: split mapping, train pid remapping, sequential ids."""
     images, captions = [], []
     for image_id, rec in enumerate(records):

@@ -21,8 +21,9 @@ class _EpochBatchSampler(Sampler[list[int]]):
 
     def __init__(self, batch_size: int, seed: int, rank: int, world_size: int, drop_last: bool):
         if batch_size <= 0 or batch_size % world_size:
-            raise ValueError(f"batch_size={batch_size} must be a positive multiple of "
-                             f"world_size={world_size}")
+            raise ValueError(
+                f"batch_size={batch_size} must be a positive multiple of world_size={world_size}"
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
         if world_size > 1 and not drop_last:
@@ -55,14 +56,21 @@ class _EpochBatchSampler(Sampler[list[int]]):
         start, self.start_batch = self.start_batch, 0
         share = self.batch_size // self.world_size
         for batch in self.global_batches()[start:]:
-            yield batch[self.rank * share:(self.rank + 1) * share].tolist()
+            yield batch[self.rank * share : (self.rank + 1) * share].tolist()
 
 
 class RandomBatchSampler(_EpochBatchSampler):
     """Batches of a random permutation of ``range(num_samples)``."""
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = True):
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+    ):
         super().__init__(batch_size, seed, rank, world_size, drop_last)
         self.num_samples = num_samples
 
@@ -72,7 +80,9 @@ class RandomBatchSampler(_EpochBatchSampler):
 
     def _draw(self, rng: np.random.Generator) -> list[np.ndarray]:
         order = rng.permutation(self.num_samples)
-        return [order[i:i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size)]
+        return [
+            order[i : i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size)
+        ]
 
 
 class IdentityBatchSampler(_EpochBatchSampler):
@@ -87,8 +97,16 @@ class IdentityBatchSampler(_EpochBatchSampler):
     ``total_groups // P`` batches (plus one smaller batch if not ``drop_last``).
     """
 
-    def __init__(self, pids: Sequence[int], batch_size: int, num_instances: int = 2, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, drop_last: bool = True):
+    def __init__(
+        self,
+        pids: Sequence[int],
+        batch_size: int,
+        num_instances: int = 2,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+    ):
         super().__init__(batch_size, seed, rank, world_size, drop_last)
         if batch_size % num_instances:
             raise ValueError(f"batch_size={batch_size} must be a multiple of num_instances={num_instances}")
@@ -112,7 +130,7 @@ class IdentityBatchSampler(_EpochBatchSampler):
                 groups.append([rng.choice(members, size=k, replace=True)])
             else:
                 order = rng.permutation(members)
-                groups.append([order[i * k:(i + 1) * k] for i in range(len(members) // k)])
+                groups.append([order[i * k : (i + 1) * k] for i in range(len(members) // k)])
         return groups
 
     def _draw(self, rng: np.random.Generator) -> list[np.ndarray]:

@@ -34,7 +34,11 @@ HAIR_COLOURS: dict[str, tuple[int, int, int]] = {
     "grey": (165, 165, 165),
 }
 SKIN_TONES: tuple[tuple[int, int, int], ...] = (
-    (250, 218, 190), (235, 192, 160), (205, 155, 115), (160, 110, 75), (110, 75, 50),
+    (250, 218, 190),
+    (235, 192, 160),
+    (205, 155, 115),
+    (160, 110, 75),
+    (110, 75, 50),
 )
 
 VOCABULARY: dict[str, tuple[str | None, ...]] = {
@@ -59,9 +63,21 @@ LONG_SLEEVE_ONLY = frozenset({"jacket", "sweater", "hoodie"})
 
 # Which attribute a hard negative changes, weighted towards the ones visible in every view.
 _HARD_NEGATIVE_WEIGHTS: dict[str, float] = {
-    "upper_colour": 3, "lower_colour": 3, "shoe_colour": 1.5, "bag_colour": 1.5, "upper_type": 1.5,
-    "lower_type": 1.5, "upper_pattern": 1.5, "hair_colour": 1, "hair_style": 1, "sleeve": 1, "bag": 1,
-    "hat": 1, "glasses": 0.5, "scarf": 1, "gender": 0.5,
+    "upper_colour": 3,
+    "lower_colour": 3,
+    "shoe_colour": 1.5,
+    "bag_colour": 1.5,
+    "upper_type": 1.5,
+    "lower_type": 1.5,
+    "upper_pattern": 1.5,
+    "hair_colour": 1,
+    "hair_style": 1,
+    "sleeve": 1,
+    "bag": 1,
+    "hat": 1,
+    "glasses": 0.5,
+    "scarf": 1,
+    "gender": 0.5,
 }
 
 
@@ -103,8 +119,12 @@ def sample_attributes(rng: np.random.Generator) -> dict[str, str | None]:
     colours = tuple(COLOURS)
     woman = rng.random() < 0.5
     attrs: dict[str, str | None] = {"gender": "woman" if woman else "man"}
-    attrs["hair_style"] = _pick(rng, {"short": 20, "long": 40, "ponytail": 25, "bun": 15} if woman
-                                else {"short": 80, "long": 10, "ponytail": 5, "bun": 5})
+    attrs["hair_style"] = _pick(
+        rng,
+        {"short": 20, "long": 40, "ponytail": 25, "bun": 15}
+        if woman
+        else {"short": 80, "long": 10, "ponytail": 5, "bun": 5},
+    )
     attrs["hair_colour"] = _pick(rng, {"black": 45, "brown": 30, "blonde": 15, "grey": 10})
     upper = _pick(rng, {"t-shirt": 30, "shirt": 20, "jacket": 20, "sweater": 15, "hoodie": 15})
     attrs["upper_type"] = upper
@@ -112,12 +132,18 @@ def sample_attributes(rng: np.random.Generator) -> dict[str, str | None]:
     attrs["upper_pattern"] = _pick(rng, {"plain": 55, "striped": 15, "checked": 15, "logo": 15})
     short_share = {"t-shirt": 0.8, "shirt": 0.4}.get(upper, 0.0)
     attrs["sleeve"] = "short" if rng.random() < short_share else "long"
-    lower = _pick(rng, {"trousers": 30, "jeans": 30, "shorts": 15, "skirt": 25} if woman
-                  else {"trousers": 45, "jeans": 35, "shorts": 20})
+    lower = _pick(
+        rng,
+        {"trousers": 30, "jeans": 30, "shorts": 15, "skirt": 25}
+        if woman
+        else {"trousers": 45, "jeans": 35, "shorts": 20},
+    )
     attrs["lower_type"] = lower
     denim = ("blue", "navy", "black", "grey")
     attrs["lower_colour"] = _uniform(rng, denim if lower == "jeans" and rng.random() < 0.6 else colours)
-    attrs["shoe_colour"] = _uniform(rng, ("black", "white", "grey", "brown") if rng.random() < 0.6 else colours)
+    attrs["shoe_colour"] = _uniform(
+        rng, ("black", "white", "grey", "brown") if rng.random() < 0.6 else colours
+    )
     attrs["bag"] = _pick(rng, {"none": 35, "backpack": 25, "handbag": 30 if woman else 5, "shoulder bag": 20})
     attrs["bag_colour"] = None if attrs["bag"] == "none" else _uniform(rng, colours)
     for name, share in (("hat", 0.15), ("glasses", 0.2), ("scarf", 0.12)):

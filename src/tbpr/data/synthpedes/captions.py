@@ -59,9 +59,14 @@ class Mention:
     original: str | None = None  # set when noise replaced the true value ``original`` by ``value``
 
     def to_json(self) -> dict:
-        return {"attribute": self.attribute, "value": self.value, "words": self.words, "role": self.role,
-                "span": [self.start, self.end],
-                "noise": None if self.original is None else {"original": self.original, "new": self.value}}
+        return {
+            "attribute": self.attribute,
+            "value": self.value,
+            "words": self.words,
+            "role": self.role,
+            "span": [self.start, self.end],
+            "noise": None if self.original is None else {"original": self.original, "new": self.value},
+        }
 
 
 def tokenize(text: str) -> list[str]:
@@ -163,15 +168,23 @@ class _Grammar:
         return [*tokens, "."]
 
     def shoes_sentence(self) -> list[Token]:
-        return self.choice([
-            lambda: [self.pron("subj_cap"), "is wearing", *self.shoes_np(), "."],
-            lambda: [self.pron("poss_cap"), self.choice(["shoes are", "sneakers are"]),
-                     self.slot("shoe_colour", "adj"), "."],
-            lambda: [self.pron("subj_cap"), "has", *self.shoes_np(), "on", "."],
-        ])()
+        return self.choice(
+            [
+                lambda: [self.pron("subj_cap"), "is wearing", *self.shoes_np(), "."],
+                lambda: [
+                    self.pron("poss_cap"),
+                    self.choice(["shoes are", "sneakers are"]),
+                    self.slot("shoe_colour", "adj"),
+                    ".",
+                ],
+                lambda: [self.pron("subj_cap"), "has", *self.shoes_np(), "on", "."],
+            ]
+        )()
 
     def bag_sentence(self) -> list[Token]:
-        verb = self.choice(["is carrying", "carries", "has", "is holding" if self.a["bag"] == "handbag" else "has"])
+        verb = self.choice(
+            ["is carrying", "carries", "has", "is holding" if self.a["bag"] == "handbag" else "has"]
+        )
         where: list[Token] = []
         if self.a["bag"] == "backpack" and self.chance(0.4):
             where = ["on", self.pron("poss"), "back"]
@@ -187,7 +200,10 @@ class _Grammar:
         return found
 
     def accessory_sentence(self, items: list[list[Token]]) -> list[Token]:
-        tokens: list[Token] = [self.pron("subj_cap"), self.choice(["is wearing", "wears", "also wears", "has on"])]
+        tokens: list[Token] = [
+            self.pron("subj_cap"),
+            self.choice(["is wearing", "wears", "also wears", "has on"]),
+        ]
         return [*tokens, *self.join(items), "."]
 
     @staticmethod
@@ -225,11 +241,19 @@ class _Grammar:
         elif pattern == 2:
             head = ["This", noun, self.choice(["has on", "is wearing", "is in"]), *clothes]
         elif pattern == 3 and hair_used:
-            head = [Art(True), noun, "with", *self.hair_with(), self.choice(["is wearing", "wears", "dressed in"]),
-                    *clothes]
+            head = [
+                Art(True),
+                noun,
+                "with",
+                *self.hair_with(),
+                self.choice(["is wearing", "wears", "dressed in"]),
+                *clothes,
+            ]
             hair_used = False
         elif pattern == 4:
-            verb = {"front": "is walking towards the camera", "back": "is walking away"}.get(self.view, "is walking")
+            verb = {"front": "is walking towards the camera", "back": "is walking away"}.get(
+                self.view, "is walking"
+            )
             head = [Art(True), noun, "in", *clothes, self.choice([verb, "is standing on the street"])]
         elif pattern == 5:
             head = ["The person is", Art(), noun, ".", self.pron("subj_cap"), "is wearing", *clothes]
@@ -248,8 +272,16 @@ class _Grammar:
             head = ["Wearing", *clothes, look, noun, "is", self.view_phrase() if view else "standing still"]
             view = False
         else:
-            head = [Art(True), noun, self.choice(["dressed in", "who is wearing", "in"]), *self.join(
-                [part for part in (lower, upper) if part] if self.chance(0.3) else [p for p in (upper, lower) if p])]
+            head = [
+                Art(True),
+                noun,
+                self.choice(["dressed in", "who is wearing", "in"]),
+                *self.join(
+                    [part for part in (lower, upper) if part]
+                    if self.chance(0.3)
+                    else [p for p in (upper, lower) if p]
+                ),
+            ]
         if bag and self.chance(0.3):
             head += [",", self.choice(["carrying", "with"]), *self.bag_np()]
             bag = False
@@ -308,11 +340,12 @@ def render(tokens: list[Token]) -> tuple[str, list[Mention]]:
             words.append(Art() if text == "a" else text)
         else:
             words.append(tok)
-    texts = [w.slot.text() if isinstance(w, _NoisySlot) else w.text() if isinstance(w, Slot) else w
-             for w in words]
+    texts = [
+        w.slot.text() if isinstance(w, _NoisySlot) else w.text() if isinstance(w, Slot) else w for w in words
+    ]
     for i, w in enumerate(words):
         if isinstance(w, Art):
-            following = next((t for t in texts[i + 1:] if isinstance(t, str) and t.strip(" ,.")), "x")
+            following = next((t for t in texts[i + 1 :] if isinstance(t, str) and t.strip(" ,.")), "x")
             art = "an" if following[0].lower() in "aeiou" else "a"
             texts[i] = art.capitalize() if w.capital else art
     out, mentions = "", []
@@ -329,8 +362,14 @@ def render(tokens: list[Token]) -> tuple[str, list[Mention]]:
     return out, mentions
 
 
-def make_caption(attrs: dict, visible: list[str], view: str, rng: np.random.Generator, noise: float,
-                 noise_rng: np.random.Generator) -> tuple[str, list[Mention]]:
+def make_caption(
+    attrs: dict,
+    visible: list[str],
+    view: str,
+    rng: np.random.Generator,
+    noise: float,
+    noise_rng: np.random.Generator,
+) -> tuple[str, list[Mention]]:
     """One caption of ``MIN_WORDS``..``MAX_WORDS`` words and its mentions (noised with probability ``noise``)."""
     boost = 0.0
     for _ in range(200):

@@ -45,8 +45,9 @@ def contact_sheet(dataset_dir: str | Path, n_ids: int = 6, per_id: int = 4) -> I
             title += f": hard negative of id {info['hard_negative_of']}, other {info['differs_in']}"
         caption = truth["images"][by_pid[pid][0]]["captions"][0]["text"]
         lines = textwrap.wrap(title, 38) + [""] + textwrap.wrap(caption, 38)
-        draw.multiline_text((per_id * WIDTH + 10, row * HEIGHT + 10), "\n".join(lines), fill="black", font=font,
-                            spacing=3)
+        draw.multiline_text(
+            (per_id * WIDTH + 10, row * HEIGHT + 10), "\n".join(lines), fill="black", font=font, spacing=3
+        )
         draw.line([(0, row * HEIGHT), (sheet.width, row * HEIGHT)], fill=(200, 200, 200), width=1)
     return sheet
 

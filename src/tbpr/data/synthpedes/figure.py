@@ -56,8 +56,9 @@ def body_of(gender: str, build: int) -> Body:
 class FigurePainter:
     """Draws one person; call :meth:`paint` once."""
 
-    def __init__(self, layer: Image.Image, attrs: dict, looks: dict, scene: Scene, cx: float, top: float,
-                 unit: float) -> None:
+    def __init__(
+        self, layer: Image.Image, attrs: dict, looks: dict, scene: Scene, cx: float, top: float, unit: float
+    ) -> None:
         self.layer = layer
         self.draw = ImageDraw.Draw(layer)
         self.upper_mask = Image.new("L", layer.size, 0)
@@ -87,21 +88,24 @@ class FigurePainter:
 
     def poly(self, pts, fill: RGB, outline: bool = True, upper: bool = False) -> None:
         xy = [self.p(x, y) for x, y in pts]
-        self.draw.polygon(xy, fill=fill, outline=outline_of(fill) if outline else None,
-                          width=self.line_w if outline else 0)
+        self.draw.polygon(
+            xy, fill=fill, outline=outline_of(fill) if outline else None, width=self.line_w if outline else 0
+        )
         if upper:
             self.mask_draw.polygon(xy, fill=255)
 
     def ellipse(self, x0, y0, x1, y1, fill: RGB, outline: bool = True, upper: bool = False) -> None:
         xy = self.box(x0, y0, x1, y1)
-        self.draw.ellipse(xy, fill=fill, outline=outline_of(fill) if outline else None,
-                          width=self.line_w if outline else 0)
+        self.draw.ellipse(
+            xy, fill=fill, outline=outline_of(fill) if outline else None, width=self.line_w if outline else 0
+        )
         if upper:
             self.mask_draw.ellipse(xy, fill=255)
 
     def line(self, pts, fill: RGB, width: float) -> None:
-        self.draw.line([self.p(x, y) for x, y in pts], fill=fill, width=max(1, round(width * self.u)),
-                       joint="curve")
+        self.draw.line(
+            [self.p(x, y) for x, y in pts], fill=fill, width=max(1, round(width * self.u)), joint="curve"
+        )
 
     @staticmethod
     def limb(x0: float, y0: float, x1: float, y1: float, w0: float, w1: float):
@@ -109,8 +113,12 @@ class FigurePainter:
         dx, dy = x1 - x0, y1 - y0
         norm = (dx * dx + dy * dy) ** 0.5 or 1.0
         nx, ny = -dy / norm, dx / norm
-        return [(x0 + nx * w0, y0 + ny * w0), (x1 + nx * w1, y1 + ny * w1),
-                (x1 - nx * w1, y1 - ny * w1), (x0 - nx * w0, y0 - ny * w0)]
+        return [
+            (x0 + nx * w0, y0 + ny * w0),
+            (x1 + nx * w1, y1 + ny * w1),
+            (x1 - nx * w1, y1 - ny * w1),
+            (x0 - nx * w0, y0 - ny * w0),
+        ]
 
     # -- the figure -----------------------------------------------------------------------------
     def paint(self) -> None:
@@ -138,8 +146,10 @@ class FigurePainter:
             if self.a["bag"] == "backpack":
                 d = self.body.depth
                 self.poly([(d - 0.1, 1.45), (d + 0.55, 1.55), (d + 0.6, 3.35), (d - 0.1, 3.45)], self.bag)
-                self.poly([(d + 0.5, 2.4), (d + 0.72, 2.45), (d + 0.72, 3.2), (d + 0.56, 3.25)],
-                          shade(self.bag, 0.85))
+                self.poly(
+                    [(d + 0.5, 2.4), (d + 0.72, 2.45), (d + 0.72, 3.2), (d + 0.56, 3.25)],
+                    shade(self.bag, 0.85),
+                )
             if hair_long:
                 self.poly([(-0.05, 0.35), (0.44, 0.3), (0.5, 2.0), (0.05, 2.0)], self.hair)
             # far arm, swinging opposite to the near one
@@ -155,7 +165,10 @@ class FigurePainter:
             top_w, bot_w = 0.24, 0.16
         else:
             spread = 0.05 * s.stride
-            legs = [((-b.hip * 0.5, 3.75), (-0.3 - spread, 7.1), 1.0), ((b.hip * 0.5, 3.75), (0.3 + spread, 7.1), 1.0)]
+            legs = [
+                ((-b.hip * 0.5, 3.75), (-0.3 - spread, 7.1), 1.0),
+                ((b.hip * 0.5, 3.75), (0.3 + spread, 7.1), 1.0),
+            ]
             top_w, bot_w = b.hip * 0.5, 0.17
         bare_from = {"shorts": 5.05, "skirt": 3.9}.get(lower_type)
         for (x0, y0), (x1, y1), light in legs:
@@ -200,12 +213,30 @@ class FigurePainter:
         if self.view == "side":
             d = b.depth
             chest = -d - (0.08 if self.a["gender"] == "woman" else 0.02)
-            torso = [(-0.22, 1.15), (-d + 0.05, 1.4), (chest, 2.1), (-d + 0.04, 3.2), (-d - 0.02, hem),
-                     (d + 0.02, hem), (d + 0.04, 3.1), (d + 0.08, 1.6), (0.25, 1.2)]
+            torso = [
+                (-0.22, 1.15),
+                (-d + 0.05, 1.4),
+                (chest, 2.1),
+                (-d + 0.04, 3.2),
+                (-d - 0.02, hem),
+                (d + 0.02, hem),
+                (d + 0.04, 3.1),
+                (d + 0.08, 1.6),
+                (0.25, 1.2),
+            ]
         else:
-            torso = [(-0.28, 1.15), (-b.shoulder + 0.12, 1.27), (-b.shoulder, 1.6), (-b.waist, 3.2),
-                     (-b.hip * 0.98, hem), (b.hip * 0.98, hem), (b.waist, 3.2), (b.shoulder, 1.6),
-                     (b.shoulder - 0.12, 1.27), (0.28, 1.15)]
+            torso = [
+                (-0.28, 1.15),
+                (-b.shoulder + 0.12, 1.27),
+                (-b.shoulder, 1.6),
+                (-b.waist, 3.2),
+                (-b.hip * 0.98, hem),
+                (b.hip * 0.98, hem),
+                (b.waist, 3.2),
+                (b.shoulder, 1.6),
+                (b.shoulder - 0.12, 1.27),
+                (0.28, 1.15),
+            ]
         self.poly(torso, self.upper, upper=True)
         swing = self.scene.arm_swing
         if self.view == "side":
@@ -213,7 +244,9 @@ class FigurePainter:
         else:
             for side in (-1, 1):
                 sx = side * (b.shoulder - 0.16)
-                self.arm(sx, 1.5, side * (b.shoulder + 0.1) + 0.06 * swing, 4.05 - 0.15 * abs(swing), far=False)
+                self.arm(
+                    sx, 1.5, side * (b.shoulder + 0.1) + 0.06 * swing, 4.05 - 0.15 * abs(swing), far=False
+                )
         self.apply_pattern()
         self.garment_details(hem)
 
@@ -226,8 +259,9 @@ class FigurePainter:
         self.ellipse(x0 - 0.19, y0 - 0.17, x0 + 0.19, y0 + 0.2, cloth, outline=False, upper=not far)
         self.poly(self.limb(x0, y0, xm, ym, 0.19, 0.16 if t > 0.5 else 0.18), cloth, upper=not far)
         if self.a["upper_type"] == "sweater" and t > 0.5:
-            self.poly(self.limb(xm - (x1 - x0) * 0.08, ym - (y1 - y0) * 0.08, xm, ym, 0.16, 0.16),
-                      shade(cloth, 0.8))
+            self.poly(
+                self.limb(xm - (x1 - x0) * 0.08, ym - (y1 - y0) * 0.08, xm, ym, 0.16, 0.16), shade(cloth, 0.8)
+            )
         self.ellipse(x1 - 0.15, y1 - 0.08, x1 + 0.15, y1 + 0.26, shade(self.skin, light))
 
     def apply_pattern(self) -> None:
@@ -275,7 +309,9 @@ class FigurePainter:
             band = shade(u_col, 0.82)
             if self.view == "side":
                 d = self.body.depth
-                self.poly([(-d - 0.02, hem - 0.22), (d + 0.02, hem - 0.22), (d + 0.02, hem), (-d - 0.02, hem)], band)
+                self.poly(
+                    [(-d - 0.02, hem - 0.22), (d + 0.02, hem - 0.22), (d + 0.02, hem), (-d - 0.02, hem)], band
+                )
             else:
                 w = self.body.hip * 0.98
                 self.poly([(-w, hem - 0.22), (w, hem - 0.22), (w, hem), (-w, hem)], band)
@@ -309,8 +345,9 @@ class FigurePainter:
             else:
                 self.draw.chord(self.box(-0.44, -0.06, 0.44, 0.55), 180, 360, fill=hair)
                 for side in (-1, 1):
-                    self.poly([(side * 0.46, 0.2), (side * 0.3, 0.35), (side * 0.36, 1.9), (side * 0.56, 1.9)],
-                              hair)
+                    self.poly(
+                        [(side * 0.46, 0.2), (side * 0.3, 0.35), (side * 0.36, 1.9), (side * 0.56, 1.9)], hair
+                    )
             eye = (30, 30, 35)
             for side in (-1, 1):
                 self.ellipse(side * 0.15 - 0.05, 0.5, side * 0.15 + 0.05, 0.6, eye, outline=False)
@@ -320,7 +357,9 @@ class FigurePainter:
             self.scarf_band()
             self.ellipse(-0.46, -0.06, 0.46, 0.86, hair)
             if style == "long":
-                self.poly([(-0.46, 0.4), (0.46, 0.4), (0.52, 2.05), (0.3, 2.3), (-0.3, 2.3), (-0.52, 2.05)], hair)
+                self.poly(
+                    [(-0.46, 0.4), (0.46, 0.4), (0.52, 2.05), (0.3, 2.3), (-0.3, 2.3), (-0.52, 2.05)], hair
+                )
             elif style == "ponytail":
                 self.ellipse(-0.15, 0.55, 0.15, 1.95, hair)
         else:
@@ -339,15 +378,22 @@ class FigurePainter:
             w = max(1, round(0.045 * self.u))
             if self.view == "front":
                 for side in (-1, 1):
-                    self.draw.ellipse(self.box(side * 0.16 - 0.12, 0.44, side * 0.16 + 0.12, 0.66),
-                                      outline=frame, width=w)
+                    self.draw.ellipse(
+                        self.box(side * 0.16 - 0.12, 0.44, side * 0.16 + 0.12, 0.66), outline=frame, width=w
+                    )
                 self.line([(-0.04, 0.55), (0.04, 0.55)], frame, 0.04)
             else:
                 self.draw.ellipse(self.box(-0.4, 0.42, -0.18, 0.64), outline=frame, width=w)
                 self.line([(-0.18, 0.52), (0.05, 0.5)], frame, 0.04)
         if self.a["hat"] == "yes":
-            self.draw.chord(self.box(-0.5, -0.2, 0.5, 0.7), 180, 360, fill=self.hat, outline=outline_of(self.hat),
-                            width=self.line_w)
+            self.draw.chord(
+                self.box(-0.5, -0.2, 0.5, 0.7),
+                180,
+                360,
+                fill=self.hat,
+                outline=outline_of(self.hat),
+                width=self.line_w,
+            )
             if self.view == "front":
                 self.ellipse(-0.5, 0.15, 0.5, 0.36, shade(self.hat, 0.85))
             elif self.view == "side":
@@ -377,8 +423,13 @@ class FigurePainter:
             elif self.view == "back":
                 w = min(b.shoulder * 0.72, 0.72)
                 self.poly([(-w, 1.55), (w, 1.55), (w + 0.05, 3.55), (-w - 0.05, 3.55)], colour)
-                self.poly([(-w * 0.7, 2.55), (w * 0.7, 2.55), (w * 0.7, 3.35), (-w * 0.7, 3.35)], shade(colour, 0.85))
-                self.line([(-0.15, 1.55), (-0.15, 1.35), (0.15, 1.35), (0.15, 1.55)], shade(colour, 0.7), 0.06)
+                self.poly(
+                    [(-w * 0.7, 2.55), (w * 0.7, 2.55), (w * 0.7, 3.35), (-w * 0.7, 3.35)],
+                    shade(colour, 0.85),
+                )
+                self.line(
+                    [(-0.15, 1.55), (-0.15, 1.35), (0.15, 1.35), (0.15, 1.55)], shade(colour, 0.7), 0.06
+                )
             else:
                 self.poly([(0.2, 1.25), (0.34, 1.3), (0.0, 2.9), (-0.14, 2.85)], shade(colour, 0.9))
         elif bag == "shoulder bag":
@@ -386,7 +437,9 @@ class FigurePainter:
             top_x = -side * (b.shoulder - 0.25) if self.view != "side" else 0.1
             hip_x = side * (b.hip + 0.15) if self.view != "side" else -0.15
             self.line([(top_x, 1.3), (hip_x, 3.3)], shade(colour, 0.8), 0.09)
-            self.poly([(hip_x - 0.4, 3.2), (hip_x + 0.4, 3.2), (hip_x + 0.4, 4.0), (hip_x - 0.4, 4.0)], colour)
+            self.poly(
+                [(hip_x - 0.4, 3.2), (hip_x + 0.4, 3.2), (hip_x + 0.4, 4.0), (hip_x - 0.4, 4.0)], colour
+            )
             self.line([(hip_x - 0.4, 3.45), (hip_x + 0.4, 3.45)], shade(colour, 0.7), 0.04)
         elif bag == "handbag":
             if self.view == "side":
@@ -394,6 +447,13 @@ class FigurePainter:
             else:
                 side = self.scene.bag_side
                 hx, hy = side * (b.shoulder + 0.1), 4.15
-            self.draw.arc(self.box(hx - 0.22, hy - 0.25, hx + 0.22, hy + 0.25), 180, 360, fill=shade(colour, 0.7),
-                          width=max(1, round(0.06 * self.u)))
-            self.poly([(hx - 0.3, hy), (hx + 0.3, hy), (hx + 0.38, hy + 0.65), (hx - 0.38, hy + 0.65)], colour)
+            self.draw.arc(
+                self.box(hx - 0.22, hy - 0.25, hx + 0.22, hy + 0.25),
+                180,
+                360,
+                fill=shade(colour, 0.7),
+                width=max(1, round(0.06 * self.u)),
+            )
+            self.poly(
+                [(hx - 0.3, hy), (hx + 0.3, hy), (hx + 0.38, hy + 0.65), (hx - 0.38, hy + 0.65)], colour
+            )

@@ -85,8 +85,12 @@ def plan_images(person: Identity, size: str, seed: int) -> list[ImagePlan]:
     rng = np.random.default_rng([seed, _VIEWS, person.pid])
     views = sample_views(rng, int(rng.integers(lo, hi + 1)))
     return [
-        ImagePlan(person.pid, k, f"{person.split}/{person.pid:04d}/{person.pid:04d}_{k:02d}.jpg",
-                  sample_scene(np.random.default_rng([seed, _SCENE, person.pid, k]), view))
+        ImagePlan(
+            person.pid,
+            k,
+            f"{person.split}/{person.pid:04d}/{person.pid:04d}_{k:02d}.jpg",
+            sample_scene(np.random.default_rng([seed, _SCENE, person.pid, k]), view),
+        )
         for k, view in enumerate(views)
     ]
 
@@ -121,7 +125,9 @@ def _complete_and_matching(out: Path, state: dict | None, params: dict) -> bool:
         rows = json.loads((out / "reid_raw.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return (out / "attributes.json").is_file() and all((out / "imgs" / r["file_path"]).is_file() for r in rows)
+    return (out / "attributes.json").is_file() and all(
+        (out / "imgs" / r["file_path"]).is_file() for r in rows
+    )
 
 
 def _render_all(jobs: list[tuple[dict, dict, Scene, str]], workers: int) -> None:
@@ -142,15 +148,24 @@ def _caption_image(person: Identity, image: ImagePlan, seed: int, noise: float) 
     captions = []
     for c in range(CAPTIONS_PER_IMAGE):
         text, mentions = make_caption(
-            person.attributes, visible, image.scene.view,
-            np.random.default_rng([seed, _CAPTION, person.pid, image.index, c]), noise,
-            np.random.default_rng([seed, _NOISE, person.pid, image.index, c]))
+            person.attributes,
+            visible,
+            image.scene.view,
+            np.random.default_rng([seed, _CAPTION, person.pid, image.index, c]),
+            noise,
+            np.random.default_rng([seed, _NOISE, person.pid, image.index, c]),
+        )
         captions.append({"text": text, "mentions": [m.to_json() for m in mentions]})
     return captions
 
 
-def generate(out_dir: str | Path, size: str = "tiny", seed: int = 0, caption_noise: float = 0.0,
-             workers: int | None = None) -> Path:
+def generate(
+    out_dir: str | Path,
+    size: str = "tiny",
+    seed: int = 0,
+    caption_noise: float = 0.0,
+    workers: int | None = None,
+) -> Path:
     """Write a SynthPedes dataset to ``out_dir`` and return the path of its ``reid_raw.json``.
 
     Regenerating into a complete folder with the same parameters returns at once; changing only
@@ -164,8 +179,12 @@ def generate(out_dir: str | Path, size: str = "tiny", seed: int = 0, caption_noi
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} is a file; give a folder for the SynthPedes dataset")
-    params = {"generator_version": GENERATOR_VERSION, "size": size, "seed": int(seed),
-              "caption_noise": float(caption_noise)}
+    params = {
+        "generator_version": GENERATOR_VERSION,
+        "size": size,
+        "seed": int(seed),
+        "caption_noise": float(caption_noise),
+    }
     state = _read_state(out)
     if state is None and out.exists() and any(out.iterdir()):
         raise DataError(f"{out} is not empty and holds no {STATE_FILE}; choose a new or empty folder")
@@ -178,8 +197,13 @@ def generate(out_dir: str | Path, size: str = "tiny", seed: int = 0, caption_noi
     out.mkdir(parents=True, exist_ok=True)
     for name in ("reid_raw.json", "attributes.json"):  # never leave annotations next to other images
         (out / name).unlink(missing_ok=True)
-    new_state = {"format": "synthpedes/1", "params": params, "image_params": image_params,
-                 "images_complete": images_ready, "complete": False}
+    new_state = {
+        "format": "synthpedes/1",
+        "params": params,
+        "image_params": image_params,
+        "images_complete": images_ready,
+        "complete": False,
+    }
     _write_json(out / STATE_FILE, new_state, indent=2)
 
     people = plan_identities(size, seed)
@@ -206,27 +230,50 @@ def generate(out_dir: str | Path, size: str = "tiny", seed: int = 0, caption_noi
         for image in plans[person.pid]:
             captions = _caption_image(person, image, seed, caption_noise)
             texts = [c["text"] for c in captions]
-            rows.append({"split": person.split, "captions": texts, "file_path": image.file_path,
-                         "processed_tokens": [tokenize(t) for t in texts], "id": person.pid})
+            rows.append(
+                {
+                    "split": person.split,
+                    "captions": texts,
+                    "file_path": image.file_path,
+                    "processed_tokens": [tokenize(t) for t in texts],
+                    "id": person.pid,
+                }
+            )
             images[image.file_path] = {
-                "id": person.pid, "split": person.split, "view": image.scene.view,
+                "id": person.pid,
+                "split": person.split,
+                "view": image.scene.view,
                 "attributes": person.attributes,
                 "visible": visible_attributes(person.attributes, image.scene),
-                "scene": image.scene.to_json(), "captions": captions,
+                "scene": image.scene.to_json(),
+                "captions": captions,
             }
     identities = {
-        str(p.pid): {"split": p.split, "attributes": p.attributes, "hard_negative_of": p.hard_negative_of,
-                     "differs_in": p.differs_in}
+        str(p.pid): {
+            "split": p.split,
+            "attributes": p.attributes,
+            "hard_negative_of": p.hard_negative_of,
+            "differs_in": p.differs_in,
+        }
         for p in people
     }
-    ground_truth = {"format": "synthpedes-attributes/1", "params": params,
-                    "attribute_names": list(ATTRIBUTES),
-                    "vocabulary": {k: list(v) for k, v in VOCABULARY.items()},
-                    "identities": identities, "images": images}
+    ground_truth = {
+        "format": "synthpedes-attributes/1",
+        "params": params,
+        "attribute_names": list(ATTRIBUTES),
+        "vocabulary": {k: list(v) for k, v in VOCABULARY.items()},
+        "identities": identities,
+        "images": images,
+    }
     _write_json(out / "attributes.json", ground_truth)
     _write_json(out / "reid_raw.json", rows)
     new_state.update(complete=True, n_identities=len(people), n_images=n_images)
     _write_json(out / STATE_FILE, new_state, indent=2)
-    log.info("wrote %d identities, %d images, %d captions to %s", len(people), n_images,
-             CAPTIONS_PER_IMAGE * n_images, out)
+    log.info(
+        "wrote %d identities, %d images, %d captions to %s",
+        len(people),
+        n_images,
+        CAPTIONS_PER_IMAGE * n_images,
+        out,
+    )
     return out / "reid_raw.json"

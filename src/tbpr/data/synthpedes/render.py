@@ -53,8 +53,10 @@ def draw_background(scene: Scene, rng: np.random.Generator, size: tuple[int, int
     elif scene.background == "park":
         for _ in range(int(rng.integers(3, 7))):
             x, y, r = int(rng.integers(-30, w)), int(rng.integers(0, horizon)), int(rng.integers(25, 60))
-            d.ellipse([x - r, y - r, x + r, y + r], fill=_muted(int(rng.integers(90, 140)), 0.45,
-                                                                 float(rng.uniform(0.3, 0.55))))
+            d.ellipse(
+                [x - r, y - r, x + r, y + r],
+                fill=_muted(int(rng.integers(90, 140)), 0.45, float(rng.uniform(0.3, 0.55))),
+            )
     elif scene.background == "shopfront":
         panel = shade(upper, 0.7)
         for x in range(int(rng.integers(0, 40)), w, int(rng.integers(50, 90))):
@@ -81,8 +83,9 @@ def _shade_person(layer: Image.Image, from_left: bool) -> Image.Image:
     return layer
 
 
-def _draw_occluder(img: Image.Image, scene: Scene, cx: float, top: float, unit: float,
-                   rng: np.random.Generator) -> None:
+def _draw_occluder(
+    img: Image.Image, scene: Scene, cx: float, top: float, unit: float, rng: np.random.Generator
+) -> None:
     d = ImageDraw.Draw(img)
     w, h = img.size
     colour = _muted(int(rng.integers(360)), float(rng.uniform(0.05, 0.4)), float(rng.uniform(0.25, 0.6)))
@@ -119,7 +122,9 @@ def render_image(attrs: dict, looks: dict, scene: Scene) -> Image.Image:
     x0, y0 = round(cx - 1.3 * unit) - pad, round(feet - 0.25 * unit) - pad
     shadow = Image.new("L", (round(2.6 * unit) + 2 * pad, round(0.5 * unit) + 2 * pad), 0)
     ImageDraw.Draw(shadow).ellipse([pad, pad, shadow.width - pad, shadow.height - pad], fill=90)
-    img.paste((0, 0, 0), (x0, y0, x0 + shadow.width, y0 + shadow.height), shadow.filter(ImageFilter.GaussianBlur(6)))
+    img.paste(
+        (0, 0, 0), (x0, y0, x0 + shadow.width, y0 + shadow.height), shadow.filter(ImageFilter.GaussianBlur(6))
+    )
     layer = Image.new("RGBA", size, (0, 0, 0, 0))
     mirrored = scene.view == "right"
     FigurePainter(layer, attrs, looks, scene, size[0] - cx if mirrored else cx, top, unit).paint()

@@ -8,9 +8,18 @@ synonym index (modulo the number of synonyms), so the sentence stays grammatical
 from __future__ import annotations
 
 COLOUR_WORDS: dict[str, list[str]] = {
-    "black": ["black"], "white": ["white"], "grey": ["grey", "gray"], "red": ["red"], "blue": ["blue"],
-    "green": ["green"], "yellow": ["yellow"], "orange": ["orange"], "pink": ["pink"], "purple": ["purple"],
-    "brown": ["brown"], "navy": ["navy", "navy blue", "dark blue"],
+    "black": ["black"],
+    "white": ["white"],
+    "grey": ["grey", "gray"],
+    "red": ["red"],
+    "blue": ["blue"],
+    "green": ["green"],
+    "yellow": ["yellow"],
+    "orange": ["orange"],
+    "pink": ["pink"],
+    "purple": ["purple"],
+    "brown": ["brown"],
+    "navy": ["navy", "navy blue", "dark blue"],
 }
 
 FORMS: dict[str, dict[str, dict[str, list[str]]]] = {
@@ -23,34 +32,71 @@ FORMS: dict[str, dict[str, dict[str, list[str]]]] = {
     },
     "hair_style": {
         "adj": {"short": ["short"], "long": ["long"], "ponytail": ["tied-back"], "bun": ["tied-up"]},
-        "pred": {"short": ["cut short", "short"], "long": ["worn long", "long"],
-                 "ponytail": ["in a ponytail", "tied in a ponytail"], "bun": ["in a bun", "tied up in a bun"]},
+        "pred": {
+            "short": ["cut short", "short"],
+            "long": ["worn long", "long"],
+            "ponytail": ["in a ponytail", "tied in a ponytail"],
+            "bun": ["in a bun", "tied up in a bun"],
+        },
     },
-    "hair_colour": {"adj": {"black": ["black", "dark"], "brown": ["brown"], "blonde": ["blonde", "blond"],
-                            "grey": ["grey", "gray", "silver"]}},
-    "upper_type": {"noun": {"t-shirt": ["t-shirt", "tee"], "shirt": ["shirt", "button-up shirt"],
-                            "jacket": ["jacket", "coat"], "sweater": ["sweater", "jumper", "pullover"],
-                            "hoodie": ["hoodie", "hooded sweatshirt"]}},
+    "hair_colour": {
+        "adj": {
+            "black": ["black", "dark"],
+            "brown": ["brown"],
+            "blonde": ["blonde", "blond"],
+            "grey": ["grey", "gray", "silver"],
+        }
+    },
+    "upper_type": {
+        "noun": {
+            "t-shirt": ["t-shirt", "tee"],
+            "shirt": ["shirt", "button-up shirt"],
+            "jacket": ["jacket", "coat"],
+            "sweater": ["sweater", "jumper", "pullover"],
+            "hoodie": ["hoodie", "hooded sweatshirt"],
+        }
+    },
     "upper_colour": {"adj": COLOUR_WORDS},
     "upper_pattern": {
-        "adj": {"plain": ["plain", "solid"], "striped": ["striped"], "checked": ["checked", "plaid", "checkered"],
-                "logo": ["logo", "graphic"]},
-        "pp": {"plain": ["no pattern", "no print"], "striped": ["stripes", "horizontal stripes"],
-               "checked": ["a checked pattern", "a plaid pattern"], "logo": ["a logo on the front", "a printed logo"]},
+        "adj": {
+            "plain": ["plain", "solid"],
+            "striped": ["striped"],
+            "checked": ["checked", "plaid", "checkered"],
+            "logo": ["logo", "graphic"],
+        },
+        "pp": {
+            "plain": ["no pattern", "no print"],
+            "striped": ["stripes", "horizontal stripes"],
+            "checked": ["a checked pattern", "a plaid pattern"],
+            "logo": ["a logo on the front", "a printed logo"],
+        },
     },
     "sleeve": {
         "adj": {"short": ["short-sleeved", "short sleeve"], "long": ["long-sleeved", "long sleeve"]},
         "pp": {"short": ["short sleeves"], "long": ["long sleeves"]},
     },
-    "lower_type": {"noun": {"trousers": ["trousers", "pants", "slacks"], "jeans": ["jeans", "denim jeans"],
-                            "shorts": ["shorts"], "skirt": ["skirt"]}},
+    "lower_type": {
+        "noun": {
+            "trousers": ["trousers", "pants", "slacks"],
+            "jeans": ["jeans", "denim jeans"],
+            "shorts": ["shorts"],
+            "skirt": ["skirt"],
+        }
+    },
     "lower_colour": {"adj": COLOUR_WORDS},
     "shoe_colour": {"adj": COLOUR_WORDS},
     "bag": {
-        "noun": {"backpack": ["backpack", "rucksack"], "handbag": ["handbag", "purse"],
-                 "shoulder bag": ["shoulder bag", "messenger bag", "crossbody bag"]},
-        "obj": {"none": ["no bag"], "backpack": ["a backpack", "a rucksack"], "handbag": ["a handbag", "a purse"],
-                "shoulder bag": ["a shoulder bag", "a messenger bag"]},
+        "noun": {
+            "backpack": ["backpack", "rucksack"],
+            "handbag": ["handbag", "purse"],
+            "shoulder bag": ["shoulder bag", "messenger bag", "crossbody bag"],
+        },
+        "obj": {
+            "none": ["no bag"],
+            "backpack": ["a backpack", "a rucksack"],
+            "handbag": ["a handbag", "a purse"],
+            "shoulder bag": ["a shoulder bag", "a messenger bag"],
+        },
     },
     "bag_colour": {"adj": COLOUR_WORDS},
     "hat": {"obj": {"yes": ["a hat", "a cap"], "no": ["no hat"]}},
