@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tbpr.cli import main
-from tbpr.errors import DataError
+from tbpr.errors import ConfigError, DataError
 from tbpr.models import load_model
 from tbpr.train import load_config, train
 
@@ -166,3 +166,10 @@ def test_training_refuses_data_that_fails_the_check(tmp_path, synth_tiny):
         train(config(tmp_path, "run", broken, "max_steps=1"))
     run = train(config(tmp_path, "run", broken, "max_steps=1", "data.skip_bad=true"))
     assert (run / "checkpoints/last.pt").exists()
+
+
+def test_sampler_settings_that_do_not_fit_are_config_errors(tmp_path, synth_tiny):
+    with pytest.raises(ConfigError, match="num_instances"):
+        train(config(tmp_path, "run", synth_tiny, "data.batch_size=9", "data.num_instances=2"))
+    with pytest.raises(ConfigError, match="data.sampler"):
+        train(config(tmp_path, "run", synth_tiny, "data.sampler=balanced"))

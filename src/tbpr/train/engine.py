@@ -145,15 +145,15 @@ class Trainer:
         self.batch_in_epoch = 0
         self.global_step = 0
         self.best: dict | None = None
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.main)
         last = self.ckpt_dir / "last.pt"
-        if resume and last.exists():
-            self._load_state(last)
-        elif self.main:
+        resuming = resume and last.exists()
+        if self.main and not resuming:  # a fresh run replaces an old run's logs
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
             shutil.rmtree(self.out / "tb", ignore_errors=True)
-            self.metrics = MetricsLog(self.out / "metrics.jsonl", True)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.main)
+        if resuming:
+            self._load_state(last)
         if self.main:
             save_yaml(cfg, self.out / "config.yaml")
         if not self.val_split.captions:
@@ -165,11 +165,14 @@ class Trainer:
     def _batch_sampler(self):
         d = self.cfg.data
         common = {"seed": self.cfg.seed, "rank": self.dist.rank, "world_size": self.dist.world_size}
-        if d.sampler == "identity":
-            pids = self.train_split.caption_pids()
-            return IdentityBatchSampler(pids, d.batch_size, num_instances=d.num_instances, **common)
-        if d.sampler == "random":
-            return RandomBatchSampler(len(self.train_split.captions), d.batch_size, **common)
+        try:
+            if d.sampler == "identity":
+                pids = self.train_split.caption_pids()
+                return IdentityBatchSampler(pids, d.batch_size, num_instances=d.num_instances, **common)
+            if d.sampler == "random":
+                return RandomBatchSampler(len(self.train_split.captions), d.batch_size, **common)
+        except ValueError as err:
+            raise ConfigError(f"data (batch_size / num_instances): {err}") from err
         raise ConfigError(f"data.sampler={d.sampler!r}: expected 'identity' or 'random'")
 
     # ----------------------------------------------------------------- state
