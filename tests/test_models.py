@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -109,3 +113,31 @@ def test_field_backbones_take_384x128_inputs(arch, grid):
     assert tuple(m.clip.visual.grid_size) == grid
     with torch.no_grad():
         assert m.encode_image(torch.randn(1, 3, 384, 128)).shape == (1, 512)
+
+
+def test_unknown_pretrained_tag_is_a_clear_error():
+    with pytest.raises(ConfigError, match="Known tags"):
+        DualEncoder(micro(pretrained="no-such-tag"))
+
+
+def test_offline_pretrained_tag_fails_with_advice_not_a_traceback(tmp_path, synth_tiny):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")  # read when huggingface_hub is imported: a fresh process
+    cmd = [
+        sys.executable,
+        "-m",
+        "tbpr",
+        "train",
+        "--config",
+        "clip-sdm",
+        "--data",
+        str(synth_tiny),
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        "model.arch=ViT-B-32",
+        "--set",
+        "model.image_size=[224, 224]",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "set model.pretrained to the file" in proc.stderr and "Traceback" not in proc.stderr

@@ -72,14 +72,23 @@ class DualEncoder(nn.Module):
         weight_file = pretrained and Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors")
         if weight_file and not Path(pretrained).is_file():
             raise ConfigError(f"model.pretrained={pretrained!r}: no such checkpoint file")
-        with _quiet_root_logger(pretrained is None):  # open_clip warns about the random init we asked for
-            self.clip = open_clip.create_model(
-                config.arch,
-                pretrained=pretrained,
-                force_image_size=tuple(config.image_size),
-                force_context_length=config.context_length,
-                **config.extra,
-            )
+        try:
+            with _quiet_root_logger(pretrained is None):  # open_clip warns about the random init we asked for
+                self.clip = open_clip.create_model(
+                    config.arch,
+                    pretrained=pretrained,
+                    force_image_size=tuple(config.image_size),
+                    force_context_length=config.context_length,
+                    **config.extra,
+                )
+        except RuntimeError as err:
+            if "download" not in str(err) and "Pretrained value" not in str(err):
+                raise
+            tags = open_clip.list_pretrained_tags_by_model(config.arch) if ":" not in config.arch else []
+            raise ConfigError(
+                f"model.pretrained={pretrained!r} for {config.arch}: {err}. Known tags: {tags}. Offline, "
+                "download the open_clip weights on a connected machine and set model.pretrained to the file"
+            ) from err
         # A causal text tower pooled at the end token never looks at the padding after it: dropping the
         # padding columns shared by the whole batch gives the same features for less compute.
         self._trim_padding = (
