@@ -9,3 +9,22 @@ def synth_tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthpedes") / "tiny"
     generate(out, size="tiny", seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, synth_tiny):
+    """A run folder with a briefly trained tbpr-micro model (checkpoints/best.pt and last.pt)."""
+    from tbpr.train import load_config, train
+
+    out = tmp_path_factory.mktemp("runs") / "micro"
+    overrides = [
+        "model.arch=tbpr-micro",
+        "model.image_size=[64, 32]",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        "optim.epochs=1",
+        "eval_every=0",
+        f"data.path={synth_tiny}",
+        f"output_dir={out}",
+    ]
+    return train(load_config("cpu-small", overrides))
