@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tbpr-installed
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test lint bench setup browser clean
 
 setup: $(STAMP)
 
@@ -18,10 +18,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# Debian's chromium for the browser tests (Playwright drives it; no browser download at run time)
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian chromium for the browser tests"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is not installed and apt-get needs root: the browser tests will be skipped"; \
+	  fi; \
+	fi
+
 demo: $(STAMP)
 	$(VENV)/bin/tbpr demo --out demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
