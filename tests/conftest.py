@@ -28,3 +28,20 @@ def tiny_run(tmp_path_factory, synth_tiny):
         f"output_dir={out}",
     ]
     return train(load_config("cpu-small", overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tmp_path_factory, tiny_run, synth_tiny):
+    """A flat gallery index of every SynthPedes 'tiny' image, encoded with the ``tiny_run`` model."""
+    from tbpr.search.index import build_index
+
+    out = tmp_path_factory.mktemp("index") / "tiny"
+    return build_index(tiny_run, synth_tiny / "imgs", out, num_workers=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_searcher(tiny_index):
+    """A ``Searcher`` over ``tiny_index`` (model and index loaded once per session)."""
+    from tbpr.search.searcher import Searcher
+
+    return Searcher(tiny_index)

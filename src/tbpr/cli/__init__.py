@@ -16,6 +16,9 @@ _COMMAND_MODULES = (
     "tbpr.cli.train_cmd",
     "tbpr.cli.eval_cmd",
     "tbpr.cli.demo_cmd",
+    "tbpr.cli.index_cmd",
+    "tbpr.cli.search_cmd",
+    "tbpr.cli.serve_cmd",
 )
 
 

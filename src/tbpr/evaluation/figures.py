@@ -19,6 +19,7 @@ LABEL_HEIGHT = 18
 FONT_SIZE = 13
 MATCH_COLOR = (0, 170, 0)
 MISS_COLOR = (220, 0, 0)
+NEUTRAL_COLOR = (150, 150, 150)  # results without ground truth (search)
 BACKGROUND = (255, 255, 255)
 INK = (30, 30, 30)
 PAD_COLOR = (235, 235, 235)
@@ -27,24 +28,33 @@ PAD_COLOR = (235, 235, 235)
 def render_retrieval_figure(
     queries: list[str],
     ranked_paths: list[list[Path]],
-    ranked_matches: list[list[bool]],
+    ranked_matches: list[list[bool]] | None,
     out_path: Path,
     top_k: int = 10,
+    ranked_scores: list[list[float]] | None = None,
 ) -> Path:
     """Write a PNG with one row per query: its text (wrapped) and its top ``top_k`` images.
 
-    Each image gets a green border if it shows the query's person and a red one otherwise, and its
-    rank below it. Rows with fewer ranked images leave the rest blank. Returns ``out_path``.
+    Each image gets a green border if it shows the query's person and a red one otherwise (grey for
+    all when ``ranked_matches`` is None: no ground truth), and its rank below it, followed by its score
+    if ``ranked_scores`` are given. Rows with fewer ranked images leave the rest blank. Returns ``out_path``.
     """
-    if not len(queries) == len(ranked_paths) == len(ranked_matches):
+    if ranked_matches is None:
+        ranked_matches = [[None] * len(paths) for paths in ranked_paths]
+    if ranked_scores is None:
+        ranked_scores = [[None] * len(paths) for paths in ranked_paths]
+    if not len(queries) == len(ranked_paths) == len(ranked_matches) == len(ranked_scores):
         raise ValueError(
-            f"got {len(queries)} queries, {len(ranked_paths)} path lists and {len(ranked_matches)} match lists"
+            f"got {len(queries)} queries, {len(ranked_paths)} path lists, {len(ranked_matches)} match lists "
+            f"and {len(ranked_scores)} score lists"
         )
     if not queries:
         raise ValueError("no queries to draw")
-    for row, (paths, matches) in enumerate(zip(ranked_paths, ranked_matches)):
+    for row, (paths, matches, scores) in enumerate(zip(ranked_paths, ranked_matches, ranked_scores)):
         if len(paths) != len(matches):
             raise ValueError(f"query {row}: {len(paths)} ranked paths but {len(matches)} match flags")
+        if len(paths) != len(scores):
+            raise ValueError(f"query {row}: {len(paths)} ranked paths but {len(scores)} scores")
 
     font = ImageFont.load_default(size=FONT_SIZE)
     cell_w, cell_h = THUMB_SIZE[0] + 2 * BORDER, THUMB_SIZE[1] + 2 * BORDER
@@ -57,14 +67,17 @@ def render_retrieval_figure(
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     y = MARGIN
-    for lines, paths, matches, row_h in zip(wrapped, ranked_paths, ranked_matches, row_heights):
+    rows = zip(wrapped, ranked_paths, ranked_matches, ranked_scores, row_heights)
+    for lines, paths, matches, scores, row_h in rows:
         for i, line in enumerate(lines):
             draw.text((MARGIN, y + i * line_h), line, fill=INK, font=font)
         x = MARGIN + TEXT_WIDTH + GAP
-        for rank, (path, match) in enumerate(zip(paths[:top_k], matches[:top_k]), start=1):
-            draw.rectangle((x, y, x + cell_w - 1, y + cell_h - 1), fill=MATCH_COLOR if match else MISS_COLOR)
+        for rank, (path, match, score) in enumerate(zip(paths[:top_k], matches[:top_k], scores), start=1):
+            colour = NEUTRAL_COLOR if match is None else MATCH_COLOR if match else MISS_COLOR
+            draw.rectangle((x, y, x + cell_w - 1, y + cell_h - 1), fill=colour)
             canvas.paste(_thumbnail(Path(path)), (x + BORDER, y + BORDER))
-            draw.text((x + cell_w // 2, y + cell_h + 2), str(rank), fill=INK, font=font, anchor="mt")
+            label = str(rank) if score is None else f"{rank}: {score:.3f}"
+            draw.text((x + cell_w // 2, y + cell_h + 2), label, fill=INK, font=font, anchor="mt")
             x += cell_w + GAP
         y += row_h + GAP
 

@@ -1,0 +1,44 @@
+"""``tbpr search``: the gallery images of an index that best match a text description."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="search an index by text",
+        description="Encode a description with the model the index was built with and print the top-k "
+        "gallery images (rank, cosine score, path relative to the indexed folder).",
+    )
+    p.add_argument("index", type=Path, help="index folder written by `tbpr index build`")
+    p.add_argument("query", help='the description, e.g. "a man in a black coat with a red backpack"')
+    p.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, score, path}")
+    p.add_argument("--sheet", type=Path, metavar="PNG", help="also write a contact sheet of the results here")
+    p.add_argument(
+        "--run",
+        type=Path,
+        help="query with this run's model (refused unless it is the model the index was built with; "
+        "default: the checkpoint recorded in the index)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from tbpr.search.searcher import Searcher, format_results, write_contact_sheet
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    searcher = Searcher(args.index, device, run=args.run)
+    results = searcher.search(args.query, args.k)
+    if args.sheet:
+        write_contact_sheet(searcher, args.query, results, args.sheet)
+    print(json.dumps([asdict(r) for r in results], indent=2) if args.json else format_results(results))
+    return 0

@@ -1,0 +1,64 @@
+"""``tbpr serve``: the search service (HTTP API and web page) over a gallery index."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+API_KEY_ENV = "TBPR_API_KEY"  # the key from the environment does not show in `ps` as --api-key does
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a gallery index over HTTP: search API and web page",
+        description="Load the model and the index once, then answer POST /api/search, GET /api/images/{id} "
+        "and GET /api/health, and serve a search page at /. OpenAPI docs at /docs.",
+    )
+    p.add_argument("index", type=Path, help="index folder written by `tbpr index build`")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for every interface)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require this key on every /api call (default: ${API_KEY_ENV} if set; prefer the "
+        "environment variable: a command-line key shows in `ps`)",
+    )
+    p.add_argument("--run", type=Path, default=None, help="run folder of the model (default: the index's)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tbpr.search.searcher import Searcher
+    from tbpr.search.service import create_app, is_loopback
+
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if not is_loopback(args.host) and api_key is None:
+        log.warning(
+            "binding to %s without an API key: anyone who can reach this address can search the gallery "
+            "and read its images (set %s or --api-key)",
+            args.host,
+            API_KEY_ENV,
+        )
+    searcher = Searcher(args.index, device=args.device, run=args.run)
+    log.info(
+        "serving %d images on http://%s:%d/ (API key: %s)",
+        len(searcher),
+        args.host,
+        args.port,
+        "required" if api_key else "none",
+    )
+    level = logging.getLevelName(logging.getLogger("tbpr").getEffectiveLevel()).lower()  # follows -v / -q
+    uvicorn.run(create_app(searcher, api_key=api_key), host=args.host, port=args.port, log_level=level)
+    return 0
