@@ -20,7 +20,6 @@ from tbpr.train.distributed import (
     barrier,
     cleanup,
     init_distributed,
-    is_main_process,
     world_size,
 )
 
@@ -48,7 +47,7 @@ def test_single_process_without_torchrun(no_torchrun_env):
     assert all_gather_with_grad(x) is x
     gathered = all_gather_no_grad(x)
     assert torch.equal(gathered, x) and not gathered.requires_grad
-    assert is_main_process()
+    assert init_distributed().is_main
     barrier()
     cleanup()
 

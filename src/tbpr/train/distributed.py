@@ -96,11 +96,6 @@ def all_gather_no_grad(tensor: Tensor) -> Tensor:
     return torch.cat(parts, dim=0)
 
 
-def is_main_process() -> bool:
-    """True on rank 0, and in a single process."""
-    return not _is_active() or dist.get_rank() == 0
-
-
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if _is_active():

@@ -83,7 +83,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = True):
         self.cfg = cfg
         self.dist = dist.init_distributed()
-        self.main = self.dist.rank == 0
+        self.main = self.dist.is_main
         self.device = torch.device(cfg.device) if cfg.device else self.dist.device
         self.out = Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
