@@ -43,8 +43,13 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, synth_tiny
     train(interrupted)
     state = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=False)
     assert state["global_step"] == 7 and state["epoch"] == 0 and state["batch_in_epoch"] == 7
+    # a record written after the last checkpoint (a crash between the two) must not survive the resume
+    with (tmp_path / "resumed/metrics.jsonl").open("a") as fh:
+        fh.write(json.dumps({"kind": "train", "step": 8, "loss": -1.0}) + "\n")
     # resume with two DataLoader workers: per-sample seeds make augmentation independent of workers
     resumed = train(config(tmp_path, "resumed", synth_tiny, "data.num_workers=2"))
+    steps = [json.loads(x)["step"] for x in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps.count(8) == 1
     a, b = train_losses(full), train_losses(resumed)
     assert len(a) > 7 and a.keys() == b.keys()
     for step in a:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from tbpr.atomic import write_text
 from tbpr.errors import ConfigError
 
 T = TypeVar("T")
@@ -133,9 +132,4 @@ def load_yaml(path: Path) -> dict:
 
 def save_yaml(cfg: Any, path: Path) -> None:
     """Write a config as YAML atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from tbpr.atomic import write_json, write_text
 from tbpr.data import read_dataset
 from tbpr.data.synthpedes import generate
 from tbpr.evaluation import format_metrics_table, retrieval_metrics_both
-from tbpr.evaluation.run_eval import evaluate_run, load_run, write_json
+from tbpr.evaluation.run_eval import evaluate_run, load_run
 from tbpr.train import load_config, train
 
 
@@ -31,13 +30,6 @@ def chance_metrics(data_dir: Path, split: str = "test", trials: int = 5) -> dict
     ]
     keys = ("R1", "R5", "R10", "mAP", "mINP")
     return {d: {k: sum(r[d][k] for r in runs) / trials for k in keys} for d in ("t2i", "i2t")}
-
-
-def write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def run_demo(
@@ -62,7 +54,7 @@ def run_demo(
     res = next(iter(results.values()))
     chance = chance_metrics(data_dir)
     results["chance"] = chance
-    write_json(results, out / "metrics.json")
+    write_json(out / "metrics.json", results, indent=2)
     table = format_metrics_table(
         {
             "text-to-image": res["t2i"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tbpr.cli.options import add_device_option, add_encoding_options, resolve_device
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -33,19 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="write a PNG with N queries and their top-10 images (green: match, red: miss)",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="encoding batch size (default: 256)")
-    p.add_argument("--num-workers", type=int, default=2, help="image decoding workers (default: 2)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_encoding_options(p)
+    add_device_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    from tbpr.atomic import write_json
     from tbpr.evaluation.report import format_metrics_table
-    from tbpr.evaluation.run_eval import evaluate_run, load_run, write_json
+    from tbpr.evaluation.run_eval import evaluate_run, load_run
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     loaded = load_run(args.run, args.checkpoint, device)
     data = args.data or [Path(loaded.config.data.path)]
     run_dir = args.run if args.run.is_dir() else args.run.parent
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         visualize=args.visualize,
         figure_dir=run_dir,
     )
-    write_json(results, args.json or run_dir / f"eval_{args.split}.json")
+    write_json(args.json or run_dir / f"eval_{args.split}.json", results, indent=2)
     print(format_metrics_table(rows_for_table(results)))
     return 0
 

@@ -5,21 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tbpr.cli.options import add_device_option, add_encoding_options, resolve_device
+
 # build option -> index parameter (see tbpr.search.index.DEFAULT_PARAMS)
 _PARAM_OPTIONS = {"hnsw_m": "m", "ef_construction": "ef_construction", "ef_search": "ef_search"}
 _PARAM_OPTIONS.update(nlist="nlist", nprobe="nprobe")
 
 
 def _add_encoding_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=256, help="images per encoding batch (default: 256)")
-    p.add_argument("--num-workers", type=int, default=2, help="image decoding workers (default: 2)")
+    add_encoding_options(p)
     p.add_argument(
         "--chunk-size",
         type=int,
         default=4096,
         help="images per saved chunk: an interrupted run resumes after the last saved chunk (default: 4096)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_device_option(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,12 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(func=run_update)
 
 
-def _device(args: argparse.Namespace) -> str:
-    import torch
-
-    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def run_build(args: argparse.Namespace) -> int:
     from tbpr.search.index import build_index, read_index_meta
 
@@ -91,7 +86,7 @@ def run_build(args: argparse.Namespace) -> int:
         kind=args.kind,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
-        device=_device(args),
+        device=resolve_device(args.device),
         chunk_size=args.chunk_size,
         params=given,
     )
@@ -107,7 +102,7 @@ def run_update(args: argparse.Namespace) -> int:
         args.index,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
-        device=_device(args),
+        device=resolve_device(args.device),
         chunk_size=args.chunk_size,
     )
     print(

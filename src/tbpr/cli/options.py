@@ -20,3 +20,21 @@ def add_config_options(p: argparse.ArgumentParser, default_recipe: str = "cpu-sm
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.lr=1e-4 (repeatable; values are YAML)",
     )
+
+
+def add_device_option(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--device``; with no default the best available one is used (see ``resolve_device``)."""
+    shown = default or "cuda if available, else cpu"
+    p.add_argument("--device", default=default, help=f"cpu, cuda, cuda:1 ... (default: {shown})")
+
+
+def add_encoding_options(p: argparse.ArgumentParser) -> None:
+    """``--batch-size`` and ``--num-workers`` of a command that encodes images."""
+    p.add_argument("--batch-size", type=int, default=256, help="images per encoding batch (default: 256)")
+    p.add_argument("--num-workers", type=int, default=2, help="image decoding workers (default: 2)")
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")

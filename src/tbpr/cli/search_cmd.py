@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from tbpr.cli.options import add_device_option, resolve_device
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,17 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="query with this run's model (refused unless it is the model the index was built with; "
         "default: the checkpoint recorded in the index)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_device_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from tbpr.search.searcher import Searcher, format_results, write_contact_sheet
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    searcher = Searcher(args.index, device, run=args.run)
+    searcher = Searcher(args.index, resolve_device(args.device), run=args.run)
     results = searcher.search(args.query, args.k)
     if args.sheet:
         write_contact_sheet(searcher, args.query, results, args.sheet)

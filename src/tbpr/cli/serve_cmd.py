@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from tbpr.cli.options import add_device_option
+
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "TBPR_API_KEY"  # the key from the environment does not show in `ps` as --api-key does
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "environment variable: a command-line key shows in `ps`)",
     )
     p.add_argument("--run", type=Path, default=None, help="run folder of the model (default: the index's)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    add_device_option(p, default="cpu")
     p.set_defaults(func=run)
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from tbpr.atomic import atomic_write
 from tbpr.errors import DataError
 
 THUMB_SIZE = (64, 128)  # width, height: pedestrian crops are tall
@@ -81,17 +80,7 @@ def render_retrieval_figure(
             x += cell_w + GAP
         y += row_h + GAP
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            canvas.save(fh, format="PNG")
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out_path
+    return atomic_write(out_path, lambda fh: canvas.save(fh, format="PNG"))
 
 
 def _thumbnail(path: Path) -> Image.Image:

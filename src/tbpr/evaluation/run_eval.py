@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,14 +74,6 @@ def ranked_examples(
         paths.append([manifest.image_path(manifest.images[i]) for i in idx])
         matches.append([bool(encoded.image_pids[i] == encoded.text_pids[q]) for i in idx])
     return texts, paths, matches
-
-
-def write_json(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
 
 
 def evaluate_run(

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from tbpr.atomic import atomic_write
 from tbpr.errors import ConfigError
 from tbpr.models.dual_encoder import DualEncoder, ModelConfig
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save that never leaves a half-written file."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def model_payload(model: DualEncoder) -> dict:

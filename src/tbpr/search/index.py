@@ -38,10 +38,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from tbpr.atomic import atomic_write, write_json
 from tbpr.data.datasets import ImageDataset
 from tbpr.data.readers import summarize
 from tbpr.errors import ConfigError, DataError
-from tbpr.evaluation.run_eval import LoadedRun, load_run, resolve_checkpoint, write_json
+from tbpr.evaluation.run_eval import LoadedRun, load_run, resolve_checkpoint
 from tbpr.search.folder import FileStat, file_sha256, gallery_manifest, image_id, inspect_file, scan_folder
 
 log = logging.getLogger(__name__)
@@ -183,18 +184,6 @@ def _key(stat: FileStat) -> tuple[str, int, int]:
     return stat.path, stat.size, stat.mtime_ns
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temp file next to ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _load_parts(parts_dir: Path, origin: dict) -> tuple[dict, dict[str, np.ndarray]]:
     """Finished parts of an interrupted run with the same origin: (key -> Encoded, part -> embeddings).
 
@@ -292,10 +281,10 @@ def _encode_pending(
                 for f, (sha, problem) in zip(chunk, checks)
             ]
             if emb is not None:
-                _atomic_write(parts_dir / f"{name}.npy", lambda fh, emb=emb: np.save(fh, emb))
+                atomic_write(parts_dir / f"{name}.npy", lambda fh, emb=emb: np.save(fh, emb))
                 arrays[name] = emb
             payload = json.dumps({"origin": origin, "files": records}).encode()
-            _atomic_write(parts_dir / f"{name}.json", lambda fh, payload=payload: fh.write(payload))
+            atomic_write(parts_dir / f"{name}.json", lambda fh, payload=payload: fh.write(payload))
             for r in records:
                 done[(r["path"], r["size"], r["mtime_ns"])] = Encoded(
                     r["sha256"], r["problem"], name, r["row"]
@@ -371,7 +360,7 @@ def _write_generation(
         unreadable=len(unreadable),
         updated=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    write_json(meta, index_dir / INDEX_FILE)
+    write_json(index_dir / INDEX_FILE, meta, indent=2)
     if previous:
         shutil.rmtree(index_dir / previous, ignore_errors=True)
     shutil.rmtree(index_dir / PARTS_DIR, ignore_errors=True)

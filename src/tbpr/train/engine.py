@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from tbpr.atomic import write_text
 from tbpr.config import save_yaml, to_dict
 from tbpr.data.check import load_training_manifest
 from tbpr.data.datasets import CaptionPairDataset
@@ -58,9 +59,7 @@ class MetricsLog:
         if not self.enabled or not self.path.exists():
             return
         keep = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        tmp.replace(self.path)
+        write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict) -> None:
         if not self.enabled:

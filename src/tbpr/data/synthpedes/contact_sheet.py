@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from tbpr.atomic import atomic_write
 from tbpr.data.synthpedes.render import HEIGHT, WIDTH
 
 TEXT_WIDTH = 330
@@ -54,9 +55,5 @@ def contact_sheet(dataset_dir: str | Path, n_ids: int = 6, per_id: int = 4) -> I
 
 def write_contact_sheet(dataset_dir: str | Path, path: str | Path, n_ids: int = 6, per_id: int = 4) -> Path:
     """Save :func:`contact_sheet` as a PNG (atomically) and return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    contact_sheet(dataset_dir, n_ids, per_id).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    sheet = contact_sheet(dataset_dir, n_ids, per_id)
+    return atomic_write(path, lambda fh: sheet.save(fh, format="PNG"))

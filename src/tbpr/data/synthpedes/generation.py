@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from tbpr.atomic import atomic_write, write_json
 from tbpr.data.synthpedes.attributes import ATTRIBUTES, VOCABULARY, Identity, sample_split_identities
 from tbpr.data.synthpedes.captions import make_caption, tokenize
 from tbpr.data.synthpedes.render import render_image
@@ -97,15 +98,8 @@ def plan_images(person: Identity, size: str, seed: int) -> list[ImagePlan]:
 
 def _render_job(job: tuple[dict, dict, Scene, str]) -> None:
     attrs, looks, scene, dest = job
-    tmp = f"{dest}.tmp"
-    render_image(attrs, looks, scene).save(tmp, format="JPEG", quality=JPEG_QUALITY)
-    os.replace(tmp, dest)
-
-
-def _write_json(path: Path, obj: object, **kwargs) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, **kwargs), encoding="utf-8")
-    os.replace(tmp, path)
+    image = render_image(attrs, looks, scene)
+    atomic_write(dest, lambda fh: image.save(fh, format="JPEG", quality=JPEG_QUALITY))
 
 
 def _read_state(out: Path) -> dict | None:
@@ -204,7 +198,7 @@ def generate(
         "images_complete": images_ready,
         "complete": False,
     }
-    _write_json(out / STATE_FILE, new_state, indent=2)
+    write_json(out / STATE_FILE, new_state, indent=2)
 
     people = plan_identities(size, seed)
     plans = {p.pid: plan_images(p, size, seed) for p in people}
@@ -221,7 +215,7 @@ def generate(
             workers = 1 if n_images < 1000 else min(os.cpu_count() or 1, 8)
         _render_all(jobs, workers)
         new_state["images_complete"] = True
-        _write_json(out / STATE_FILE, new_state, indent=2)
+        write_json(out / STATE_FILE, new_state, indent=2)
     else:
         log.info("reusing the images in %s (same size and seed)", out / "imgs")
 
@@ -265,10 +259,10 @@ def generate(
         "identities": identities,
         "images": images,
     }
-    _write_json(out / "attributes.json", ground_truth)
-    _write_json(out / "reid_raw.json", rows)
+    write_json(out / "attributes.json", ground_truth)
+    write_json(out / "reid_raw.json", rows)
     new_state.update(complete=True, n_identities=len(people), n_images=n_images)
-    _write_json(out / STATE_FILE, new_state, indent=2)
+    write_json(out / STATE_FILE, new_state, indent=2)
     log.info(
         "wrote %d identities, %d images, %d captions to %s",
         len(people),
