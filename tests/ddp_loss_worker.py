@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tbpr.losses import LogitScale, compute_losses
+from tbpr.losses import LogitScale, Views, compute_losses
 from tbpr.train.distributed import all_gather_no_grad, all_gather_with_grad, cleanup, init_distributed
 
 WEIGHTS = {"sdm": 1.0, "itc": 0.5}
@@ -61,7 +61,7 @@ def step(model: nn.Module, batch: tuple[Tensor, ...], gather: Callable[[Tensor],
     model.zero_grad()
     image_feats, text_feats, scale = model(images, texts)
     all_pids = all_gather_no_grad(pids)
-    total, _ = compute_losses(WEIGHTS, gather(image_feats), gather(text_feats), all_pids, all_pids, scale)
+    total, _ = compute_losses(WEIGHTS, Views(gather(image_feats), gather(text_feats), all_pids, scale))
     total.backward()
     towers = model.module if isinstance(model, DistributedDataParallel) else model
     return total.item(), {name: param.grad.clone() for name, param in towers.named_parameters()}

@@ -12,12 +12,19 @@ from tbpr.errors import ConfigError
 from tbpr.losses import (
     LOSSES,
     LogitScale,
+    LossParams,
+    Views,
+    c_itc_loss,
     check_loss_weights,
     compute_losses,
     identity_mask,
     identity_targets,
     itc_loss,
+    r_itc_loss,
+    required_ss_heads,
+    required_views,
     sdm_loss,
+    simclr_loss,
 )
 
 # 2x2 case: images e1, e2; texts e1, (0.6, 0.8); unique pids; logit scale 2.
@@ -264,7 +271,7 @@ def test_logit_scale_rejects_bad_temperatures(tau, max_scale):
 
 def test_compute_losses_weighted_sum_and_record():
     images, texts, ids = t(IMAGES_3), t(TEXTS_3), pids(7, 7, 9)
-    total, record = compute_losses({"sdm": 1.0, "itc": 0.5}, images, texts, ids, ids, 2.0)
+    total, record = compute_losses({"sdm": 1.0, "itc": 0.5}, Views(images, texts, ids, 2.0))
     assert total.item() == pytest.approx(7.72071837061147 + 0.5 * 0.8867440626827663, abs=1e-6)
     assert record == pytest.approx(
         {
@@ -281,7 +288,7 @@ def test_compute_losses_weighted_sum_and_record():
 def test_compute_losses_skips_zero_weights_and_keeps_the_graph():
     images = t(IMAGES_3).requires_grad_()
     ids = pids(7, 7, 9)
-    total, record = compute_losses({"sdm": 2, "itc": 0}, images, t(TEXTS_3), ids, ids, 2.0)
+    total, record = compute_losses({"sdm": 2, "itc": 0}, Views(images, t(TEXTS_3), ids, 2.0))
     assert set(record) == {"sdm", "sdm_weighted", "total"}
     assert record["sdm_weighted"] == pytest.approx(2 * 7.72071837061147, abs=1e-6)
     total.backward()
@@ -289,14 +296,17 @@ def test_compute_losses_skips_zero_weights_and_keeps_the_graph():
 
 
 def test_registry_names():
-    assert dict(LOSSES) == {"itc": itc_loss, "sdm": sdm_loss}
+    assert set(LOSSES) == {
+        *("itc", "clip_itc", "n_itc", "sdm", "r_itc", "c_itc"),
+        *("ss_i", "ss_t", "ss_it", "mvs_i", "mvs_t", "mvs_it"),
+    }
 
 
 @pytest.mark.parametrize(
     ("weights", "message"),
     [
         ({}, "no loss given"),
-        ({"sdm": 1.0, "mlm": 1.0}, "unknown loss 'mlm'; known losses: itc, sdm"),
+        ({"sdm": 1.0, "mlm": 1.0}, "unknown loss 'mlm'; known losses: c_itc, clip_itc, itc"),
         ({"sdm": -1.0}, "losses.sdm: weight must be a number"),
         ({"sdm": "1"}, "losses.sdm: weight must be a number"),
         ({"sdm": True}, "losses.sdm: weight must be a number"),
@@ -306,3 +316,108 @@ def test_registry_names():
 def test_bad_loss_weights_raise_config_error(weights, message):
     with pytest.raises(ConfigError, match=message):
         check_loss_weights(weights)
+
+
+# --- TBPS-CLIP losses: hand-computed cases ------------------------------------------------------------
+
+
+def _softmax(row):
+    z = sum(math.exp(x) for x in row)
+    return [math.exp(x) / z for x in row]
+
+
+def test_n_itc_soft_label_2x2_hand_computed():
+    # i2t logits [[2, 1.2], [0, 1.6]], t2i = transpose; targets a*softmax(row) + (1-a)*one-hot (eq. 1 + soft label)
+    alpha = 0.5
+    expected = 0.0
+    for logits in ([[2, 1.2], [0, 1.6]], [[2, 0], [1.2, 1.6]]):
+        for i, row in enumerate(logits):
+            p = _softmax(row)
+            target = [alpha * pj + (1 - alpha) * (1.0 if j == i else 0.0) for j, pj in enumerate(p)]
+            expected += -sum(tj * math.log(pj) for tj, pj in zip(target, p)) / 2 / 2
+    got = itc_loss(t(IMAGES_2), t(TEXTS_2), pids(0, 1), pids(0, 1), 2.0, soft_label=alpha)
+    assert got.item() == pytest.approx(expected, abs=1e-9)
+    assert itc_loss(
+        t(IMAGES_2), t(TEXTS_2), pids(0, 1), pids(0, 1), 2.0, soft_label=0.0
+    ).item() != pytest.approx(expected, abs=1e-4)
+
+
+def test_soft_label_targets_carry_no_gradient():
+    images = t(IMAGES_2).requires_grad_()
+    hard = itc_loss(images, t(TEXTS_2), pids(0, 1), pids(0, 1), 2.0)
+    soft = itc_loss(images, t(TEXTS_2), pids(0, 1), pids(0, 1), 2.0, soft_label=0.5)
+    (g_hard,) = torch.autograd.grad(hard, images)
+    (g_soft,) = torch.autograd.grad(soft, images)
+    # d/dlogits of CE(target, softmax) = p - target with target constant: (p - (a p + (1-a) y)) = (1-a)(p - y)
+    assert torch.allclose(g_soft, 0.5 * g_hard, atol=1e-12)
+
+
+def test_clip_itc_ignores_identities():
+    ids = pids(7, 7, 9)
+    clip = itc_loss(t(IMAGES_3), t(TEXTS_3), ids, ids, 2.0, identity_aware=False)
+    assert clip.item() == pytest.approx(
+        itc_loss(t(IMAGES_3), t(TEXTS_3), pids(0, 1, 2), pids(0, 1, 2), 2.0).item()
+    )
+
+
+def test_r_itc_2x2_hand_computed():
+    # eq. 4: (1/2N) sum_rows sum_j p_ij log(p_ij / (q_ij + eps)), both directions, eps = 1e-2
+    eps = 1e-2
+    expected = 0.0
+    for logits in ([[2, 1.2], [0, 1.6]], [[2, 0], [1.2, 1.6]]):
+        for i, row in enumerate(logits):
+            p = _softmax(row)
+            q = [1.0 if j == i else 0.0 for j in range(2)]
+            expected += sum(pj * math.log(pj / (qj + eps)) for pj, qj in zip(p, q)) / 2 / 2
+    got = r_itc_loss(t(IMAGES_2), t(TEXTS_2), pids(0, 1), pids(0, 1), 2.0)
+    assert got.item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_c_itc_2x2_hand_computed():
+    # I I^T = eye, T T^T = [[1, .6], [.6, 1]] -> in-modal mean square gap 2 * .36 / 4 = .18;
+    # I T^T = [[1, .6], [0, .8]] -> (S - S^T) has +-.6 off the diagonal -> cross-modal .18.
+    got = c_itc_loss(t(IMAGES_2), t(TEXTS_2))
+    assert got.item() == pytest.approx(0.25 * 0.18 + 0.25 * 0.18, abs=1e-12)
+    assert c_itc_loss(t(IMAGES_2), t(IMAGES_2)).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_simclr_hand_computed():
+    # views a = b = [e1, e2], tau 1: each of the 4 rows sees its positive at cos 1 and two others at cos 0
+    views = t([[1.0, 0.0], [0.0, 1.0]])
+    assert simclr_loss(views, views.clone(), tau=1.0).item() == pytest.approx(
+        math.log(1 + 2 / math.e), abs=1e-9
+    )
+    # tau_s = 0.1 sharpens: the loss falls as the positive dominates
+    assert simclr_loss(views, views.clone(), tau=0.1).item() == pytest.approx(
+        math.log(1 + 2 / math.e**10), abs=1e-9
+    )
+
+
+def test_views_drive_mvs_and_ss_losses():
+    gen = torch.Generator().manual_seed(0)
+    image, image2, text, text2 = (torch.randn(4, 3, generator=gen, dtype=torch.float64) for _ in range(4))
+    ids = pids(0, 0, 1, 2)
+    ss = {
+        name: torch.randn(4, 5, generator=gen, dtype=torch.float64)
+        for name in ("image", "image2", "text", "text2")
+    }
+    views = Views(image, text, ids, 3.0, image2=image2, text2=text2, ss=ss, soft_label=0.2)
+    params = LossParams(ss_tau=0.1)
+
+    def value(name):
+        return LOSSES[name].fn(views, params).item()
+
+    assert value("mvs_i") == pytest.approx(itc_loss(image2, text, ids, ids, 3.0, 0.2).item())
+    assert value("mvs_t") == pytest.approx(itc_loss(image, text2, ids, ids, 3.0, 0.2).item())
+    assert value("mvs_it") == pytest.approx(itc_loss(image2, text2, ids, ids, 3.0, 0.2).item())
+    assert value("n_itc") == pytest.approx(itc_loss(image, text, ids, ids, 3.0, 0.2).item())
+    assert value("ss_i") == pytest.approx(simclr_loss(ss["image"], ss["image2"], 0.1).item())
+    assert value("ss_it") == pytest.approx(value("ss_i") + value("ss_t"))
+    assert value("r_itc") == pytest.approx(sdm_loss(image, text, ids, ids, 3.0, 1e-2).item() / 2)
+
+
+def test_required_views_and_heads():
+    assert required_views({"n_itc": 1.0, "r_itc": 1.0}) == set()
+    assert required_views({"n_itc": 1.0, "mvs_i": 1.0, "ss_t": 0.4}) == {"image2", "text2"}
+    assert required_ss_heads({"ss_it": 1.0}) == ["image", "text"]
+    assert required_ss_heads({"ss_i": 1.0, "mvs_t": 1.0}) == ["image"]

@@ -1,13 +1,34 @@
 """Training objectives: pure functions over features, person ids and a logit scale, plus a registry."""
 
-from tbpr.losses.contrastive import cosine_logits, itc_loss, kl_to_targets, sdm_loss, soft_cross_entropy
+from tbpr.losses.contrastive import (
+    c_itc_loss,
+    cosine_logits,
+    itc_loss,
+    kl_to_targets,
+    r_itc_loss,
+    sdm_loss,
+    simclr_loss,
+    soft_cross_entropy,
+    soft_label_targets,
+)
 from tbpr.losses.logit_scale import LogitScale
-from tbpr.losses.registry import LOSSES, check_loss_weights, compute_losses
+from tbpr.losses.registry import (
+    LOSSES,
+    LossParams,
+    Views,
+    check_loss_weights,
+    compute_losses,
+    required_ss_heads,
+    required_views,
+)
 from tbpr.losses.targets import identity_mask, identity_targets
 
 __all__ = [
     "LOSSES",
     "LogitScale",
+    "LossParams",
+    "Views",
+    "c_itc_loss",
     "check_loss_weights",
     "compute_losses",
     "cosine_logits",
@@ -15,6 +36,11 @@ __all__ = [
     "identity_targets",
     "itc_loss",
     "kl_to_targets",
+    "r_itc_loss",
+    "required_ss_heads",
+    "required_views",
     "sdm_loss",
+    "simclr_loss",
     "soft_cross_entropy",
+    "soft_label_targets",
 ]

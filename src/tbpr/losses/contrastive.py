@@ -37,21 +37,43 @@ def kl_to_targets(logits: Tensor, targets: Tensor, eps: float) -> Tensor:
     return (log_p.exp() * (log_p - torch.log(targets.to(logits) + eps))).sum(dim=1).mean()
 
 
+def soft_label_targets(logits: Tensor, targets: Tensor, alpha: float) -> Tensor:
+    """ALBEF/TBPS-CLIP soft labels: alpha * softmax(logits) (no gradient) + (1 - alpha) * targets."""
+    if alpha == 0:
+        return targets
+    return alpha * F.softmax(logits.detach(), dim=1) + (1 - alpha) * targets.to(logits)
+
+
+def instance_targets(rows: int, cols: int, device: torch.device | None = None) -> Tensor:
+    """CLIP's one-hot targets: row i matches column i only, whatever the person ids."""
+    return torch.eye(rows, cols, device=device)
+
+
 def itc_loss(
     image_feats: Tensor,
     text_feats: Tensor,
     image_pids: Tensor,
     text_pids: Tensor,
     logit_scale: Tensor | float,
+    soft_label: float = 0.0,
+    identity_aware: bool = True,
 ) -> Tensor:
-    """Symmetric InfoNCE with identity-aware soft targets: the MEAN of image->text and text->image.
+    """Symmetric InfoNCE, the MEAN of image->text and text->image: TBPS-CLIP's N-ITC (eq. 1).
 
-    Each row's target spreads its mass evenly over all columns sharing its person id (as TBPS-CLIP);
-    with unique ids this is exactly CLIP's (and IRRA's compute_itc) arange cross-entropy.
+    Each row's target spreads its mass evenly over all columns sharing its person id (q-hat of eq. 1);
+    with unique ids this is exactly CLIP's (and IRRA's compute_itc) arange cross-entropy, which
+    ``identity_aware=False`` gives whatever the ids. ``soft_label`` = alpha mixes in the model's own
+    detached similarity distribution (TBPS-CLIP's soft-label trick, see ``soft_label_targets``).
     """
     logits = cosine_logits(image_feats, text_feats, logit_scale)
-    i2t = soft_cross_entropy(logits, identity_targets(image_pids, text_pids))
-    t2i = soft_cross_entropy(logits.t(), identity_targets(text_pids, image_pids))
+    if identity_aware:
+        i2t_targets = identity_targets(image_pids, text_pids)
+        t2i_targets = identity_targets(text_pids, image_pids)
+    else:
+        i2t_targets = instance_targets(*logits.shape, device=logits.device)
+        t2i_targets = i2t_targets.t()
+    i2t = soft_cross_entropy(logits, soft_label_targets(logits, i2t_targets, soft_label))
+    t2i = soft_cross_entropy(logits.t(), soft_label_targets(logits.t(), t2i_targets, soft_label))
     return (i2t + t2i) / 2
 
 
@@ -72,3 +94,51 @@ def sdm_loss(
     i2t = kl_to_targets(logits, identity_targets(image_pids, text_pids), eps)
     t2i = kl_to_targets(logits.t(), identity_targets(text_pids, image_pids), eps)
     return i2t + t2i
+
+
+def r_itc_loss(
+    image_feats: Tensor,
+    text_feats: Tensor,
+    image_pids: Tensor,
+    text_pids: Tensor,
+    logit_scale: Tensor | float,
+    eps: float = 1e-2,
+) -> Tensor:
+    """TBPS-CLIP's reversed ITC (eq. 4): (KL(p_i2t || q + eps) + KL(p_t2i || q + eps)) / 2.
+
+    The same divergences as SDM, averaged instead of summed, with the public code's eps = 1e-2.
+    """
+    return sdm_loss(image_feats, text_feats, image_pids, text_pids, logit_scale, eps) / 2
+
+
+def c_itc_loss(
+    image_feats: Tensor, text_feats: Tensor, in_modal: float = 0.25, cross_modal: float = 0.25
+) -> Tensor:
+    """TBPS-CLIP's cyclic ITC (eqs. 5-7, after CyCLIP) over paired rows (image i belongs with text i).
+
+    in_modal * mean_ij (cos(I_i, I_j) - cos(T_i, T_j))^2 + cross_modal * mean_ij (cos(I_i, T_j) - cos(I_j, T_i))^2,
+    averaged over the N^2 pairs and weighted 0.25 / 0.25 as the public code does (the paper's 1/N sum
+    differs only by the constant factor N).
+    """
+    images = F.normalize(image_feats, dim=-1)
+    texts = F.normalize(text_feats, dim=-1)
+    images = images.to(torch.promote_types(images.dtype, torch.float32))
+    texts = texts.to(images.dtype)
+    in_gap = (images @ images.t() - texts @ texts.t()).square().mean()
+    cross = images @ texts.t()
+    cross_gap = (cross - cross.t()).square().mean()
+    return in_modal * in_gap + cross_modal * cross_gap
+
+
+def simclr_loss(view_a: Tensor, view_b: Tensor, tau: float = 0.1) -> Tensor:
+    """NT-Xent (SimCLR; TBPS-CLIP's SS, eq. 3) between two views' projections, rows paired.
+
+    Over the 2N embeddings z, -1/(2N) sum_i log exp(cos(z_i, z_pos(i))/tau) / sum_{k != i} exp(cos(z_i, z_k)/tau).
+    """
+    z = F.normalize(torch.cat([view_a, view_b]), dim=-1)
+    z = z.to(torch.promote_types(z.dtype, torch.float32))
+    n = view_a.shape[0]
+    logits = (z @ z.t()) / tau
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, positives)

@@ -1,23 +1,99 @@
-"""Losses by name, so a recipe can say ``{"sdm": 1.0, "itc": 0.5}`` and the trainer calls one function.
+"""Losses by name, so a recipe can say ``{"n_itc": 1.0, "r_itc": 1.0}`` and the trainer calls one function.
 
-Every registered loss has the signature
-``loss(image_feats, text_feats, image_pids, text_pids, logit_scale) -> scalar Tensor``.
+A training step hands every loss the same ``Views``: the (all-gathered) features of each view it
+encoded once. Each registered ``LossSpec`` names the views it reads, so the trainer encodes a second
+image or text view, or runs the SimCLR heads, only when a configured loss needs them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
 from tbpr.errors import ConfigError
-from tbpr.losses.contrastive import itc_loss, sdm_loss
+from tbpr.losses.contrastive import c_itc_loss, itc_loss, r_itc_loss, sdm_loss, simclr_loss
 
-LossFn = Callable[[Tensor, Tensor, Tensor, Tensor, "Tensor | float"], Tensor]
 
-LOSSES: dict[str, LossFn] = {
-    "itc": itc_loss,
-    "sdm": sdm_loss,
+@dataclass
+class LossParams:
+    """Hyperparameters of the losses (TBPS-CLIP's public defaults)."""
+
+    soft_label: float = 0.0  # alpha of the soft-label trick in every ITC-family loss (0: off)
+    soft_label_ramp: bool = True  # ramp alpha linearly from 0 over the first epoch (as the public code)
+    ss_tau: float = 0.1  # SimCLR temperature tau_s
+    r_itc_eps: float = 1e-2
+    c_itc_in_modal: float = 0.25
+    c_itc_cross_modal: float = 0.25
+
+
+@dataclass
+class Views:
+    """One step's features, each [N, D] over the whole (all-gathered) batch, rows paired by sample.
+
+    ``image2``/``text2`` are a second augmented view; ``ss`` maps a view name ('image', 'image2',
+    'text', 'text2') to its SimCLR projection. ``soft_label`` is the alpha in force at this step.
+    """
+
+    image: Tensor
+    text: Tensor
+    pids: Tensor
+    logit_scale: Tensor | float
+    image2: Tensor | None = None
+    text2: Tensor | None = None
+    ss: dict[str, Tensor] = field(default_factory=dict)
+    soft_label: float = 0.0
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss over ``Views``: ``fn(views, params)``; ``views`` it reads beyond image/text; SS heads it needs."""
+
+    fn: Callable[[Views, LossParams], Tensor]
+    extra_views: tuple[str, ...] = ()
+    ss_heads: tuple[str, ...] = ()
+    description: str = ""
+
+
+def _itc_between(image_view: str, text_view: str, identity_aware: bool = True) -> Callable:
+    def loss(v: Views, p: LossParams) -> Tensor:
+        image, text = getattr(v, image_view), getattr(v, text_view)
+        return itc_loss(image, text, v.pids, v.pids, v.logit_scale, v.soft_label, identity_aware)
+
+    return loss
+
+
+def _ss_over(*towers: str) -> Callable:
+    def loss(v: Views, p: LossParams) -> Tensor:
+        return sum(simclr_loss(v.ss[t], v.ss[f"{t}2"], p.ss_tau) for t in towers)
+
+    return loss
+
+
+LOSSES: dict[str, LossSpec] = {
+    "itc": LossSpec(_itc_between("image", "text"), description="identity-aware ITC (= n_itc)"),
+    "clip_itc": LossSpec(
+        _itc_between("image", "text", identity_aware=False), description="CLIP's ITC: one-hot targets"
+    ),
+    "n_itc": LossSpec(_itc_between("image", "text"), description="TBPS-CLIP normalized ITC (eq. 1)"),
+    "sdm": LossSpec(
+        lambda v, p: sdm_loss(v.image, v.text, v.pids, v.pids, v.logit_scale), description="IRRA SDM"
+    ),
+    "r_itc": LossSpec(
+        lambda v, p: r_itc_loss(v.image, v.text, v.pids, v.pids, v.logit_scale, p.r_itc_eps),
+        description="reversed ITC (eq. 4)",
+    ),
+    "c_itc": LossSpec(
+        lambda v, p: c_itc_loss(v.image, v.text, p.c_itc_in_modal, p.c_itc_cross_modal),
+        description="cyclic ITC (eqs. 5-7)",
+    ),
+    "ss_i": LossSpec(_ss_over("image"), ("image2",), ("image",), "SimCLR on two image views"),
+    "ss_t": LossSpec(_ss_over("text"), ("text2",), ("text",), "SimCLR on two text views"),
+    "ss_it": LossSpec(_ss_over("image", "text"), ("image2", "text2"), ("image", "text"), "SS-I + SS-T"),
+    "mvs_i": LossSpec(_itc_between("image2", "text"), ("image2",), description="N-ITC of (I~, T)"),
+    "mvs_t": LossSpec(_itc_between("image", "text2"), ("text2",), description="N-ITC of (I, T~)"),
+    "mvs_it": LossSpec(_itc_between("image2", "text2"), ("image2", "text2"), description="N-ITC of (I~, T~)"),
 }
 
 
@@ -42,23 +118,30 @@ def check_loss_weights(weights: Mapping[str, object]) -> dict[str, float]:
     return checked
 
 
+def required_views(weights: Mapping[str, object]) -> set[str]:
+    """The extra views ('image2', 'text2') the configured losses read."""
+    return {view for name in check_loss_weights(weights) for view in LOSSES[name].extra_views}
+
+
+def required_ss_heads(weights: Mapping[str, object]) -> list[str]:
+    """The SimCLR heads ('image', 'text') the configured losses need, in a fixed order."""
+    needed = {tower for name in check_loss_weights(weights) for tower in LOSSES[name].ss_heads}
+    return [tower for tower in ("image", "text") if tower in needed]
+
+
 def compute_losses(
-    weights: Mapping[str, object],
-    image_feats: Tensor,
-    text_feats: Tensor,
-    image_pids: Tensor,
-    text_pids: Tensor,
-    logit_scale: Tensor | float,
+    weights: Mapping[str, object], views: Views, params: LossParams | None = None
 ) -> tuple[Tensor, dict[str, float]]:
     """Weighted sum of the named losses, and a log record of floats.
 
     The record holds each term unweighted (``name``) and weighted (``name_weighted``) and ``total``.
     Terms with weight 0 are skipped.
     """
+    params = params or LossParams()
     total: Tensor | None = None
     record: dict[str, float] = {}
     for name, weight in check_loss_weights(weights).items():
-        value = LOSSES[name](image_feats, text_feats, image_pids, text_pids, logit_scale)
+        value = LOSSES[name].fn(views, params)
         weighted = weight * value
         total = weighted if total is None else total + weighted
         record[name] = float(value.detach())
