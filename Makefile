@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tbpr-installed
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint bench setup browser clean
+.PHONY: demo test lint bench setup browser wordnet clean
 
 setup: $(STAMP)
 
@@ -31,10 +31,21 @@ browser:
 	  fi; \
 	fi
 
+# Debian's WordNet 3.0 for the text augmentation tests (tbpr.text.wordnet prepares it for nltk)
+wordnet:
+	@if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sense ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian wordnet-base and wordnet-sense-index for the text augmentation tests"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index >/dev/null; \
+	  else \
+	    echo "WordNet is not installed and apt-get needs root: the WordNet tests will be skipped (install wordnet-base wordnet-sense-index, or run python -m nltk.downloader wordnet)"; \
+	  fi; \
+	fi
+
 demo: $(STAMP)
 	$(VENV)/bin/tbpr demo --out demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser wordnet
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)

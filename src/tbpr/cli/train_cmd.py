@@ -27,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train on the data that passes `tbpr data check`, dropping bad records and images "
         "(shortcut for --set data.skip_bad=true; the count skipped is logged)",
     )
+    p.add_argument(
+        "--train-fraction",
+        type=float,
+        metavar="F",
+        help="few-shot: train on a seeded fraction F in (0, 1] of the training identities, e.g. 0.05 "
+        "(shortcut for --set data.train_fraction=F)",
+    )
     p.set_defaults(func=run)
 
 
@@ -40,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("data.skip_bad=true")
     if args.out:
         overrides.append(f"output_dir={args.out}")
+    if args.train_fraction is not None:
+        overrides.append(f"data.train_fraction={args.train_fraction}")
     cfg = load_config(args.config, overrides)
     out = train(cfg, resume=not args.no_resume)
     print(f"run folder: {out}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from PIL import Image
 from torchvision.transforms import v2
+
+from tbpr.data.image_augment import ImageAugConfig, build_augment, to_float
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -26,13 +27,17 @@ def build_image_transform(
     std: tuple[float, float, float] = OPENAI_CLIP_STD,
     train: bool = False,
     hflip: bool = True,
+    augment: ImageAugConfig | None = None,
 ) -> v2.Compose:
     """PIL image -> normalized float tensor [3, H, W] resized (bicubic) to ``size`` = (H, W).
 
-    In training, ``hflip`` adds a random horizontal flip (p=0.5); evaluation is deterministic.
+    In training, ``hflip`` adds a random horizontal flip (p=0.5) and ``augment`` its ops after it
+    (see ``tbpr.data.image_augment``); evaluation is deterministic and ignores both.
     """
     steps = [v2.Resize(tuple(size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)]
     if train and hflip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
-    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    if train and augment is not None:
+        steps += build_augment(augment, size)
+    steps += [*to_float(), v2.Normalize(list(mean), list(std))]
     return v2.Compose(steps)

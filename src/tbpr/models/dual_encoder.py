@@ -13,20 +13,36 @@ import torch.nn.functional as F
 from open_clip.model import text_global_pool
 from torch import nn
 
+from tbpr.data.tokenizer import Tokenizer
 from tbpr.errors import ConfigError
 from tbpr.losses import LogitScale
+from tbpr.models.adapter import FeatureAdapter
+from tbpr.models.freezing import drop_blocks, freeze_prefixes, resolve_layers
+from tbpr.models.heads import build_ss_heads
+from tbpr.models.prompting import PromptContext
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(_CONFIG_DIR)
 
 
+TUNINGS = ("full", "coop", "clip-adapter")
+
+
 @dataclass
 class ModelConfig:
-    """Which architecture, which weights, and the contrastive temperature.
+    """Which architecture, which weights, the contrastive temperature, and what is trained.
 
     ``pretrained`` is ``None`` (random initialization), an open_clip pretrained tag such as
     ``"openai"`` (downloaded by open_clip; needs internet), or a path to a local checkpoint file.
     ``arch`` may also be ``hf-hub:org/repo`` or ``local-dir:/path`` as open_clip understands them.
+
+    Training options (all off by default):
+    ``text_attn_dropout`` drops self-attention weights in the text tower (TBPS-CLIP: 0.05);
+    ``freeze`` lists parameter-name prefixes to lock (e.g. "clip.visual.conv1", names of the built model);
+    ``freeze_text_layers`` / ``drop_text_layers`` lock / remove text blocks, numbered as in the architecture;
+    ``tuning`` is "full", "coop" (only context vectors initialized from ``coop_init`` learn) or
+    "clip-adapter" (only a residual image-feature adapter, ``adapter_alpha``/``adapter_reduction``, learns);
+    ``ss_heads`` lists the towers ("image", "text") that get a SimCLR projection head.
     """
 
     arch: str = "ViT-B-16"
@@ -36,6 +52,15 @@ class ModelConfig:
     temperature: float = 0.02
     learnable_temperature: bool = False
     extra: dict = field(default_factory=dict)
+    text_attn_dropout: float = 0.0
+    freeze: list[str] = field(default_factory=list)
+    freeze_text_layers: list[int] = field(default_factory=list)
+    drop_text_layers: list[int] = field(default_factory=list)
+    tuning: str = "full"
+    coop_init: str = "a pedestrian photo of"
+    adapter_alpha: float = 0.4
+    adapter_reduction: int = 4
+    ss_heads: list[str] = field(default_factory=list)
 
 
 def available_architectures() -> list[str]:
@@ -99,6 +124,74 @@ class DualEncoder(nn.Module):
         # tbpr's temperature replaces open_clip's own (kept only so open_clip checkpoints load strictly)
         self.clip.logit_scale.requires_grad_(False)
         self.temperature = LogitScale(config.temperature, learnable=config.learnable_temperature)
+        if config.tuning not in TUNINGS:
+            raise ConfigError(f"model.tuning={config.tuning!r}: choose one of {list(TUNINGS)}")
+        frozen_blocks = self._setup_text_layers(config)
+        self.prompt = self._build_prompt(config) if config.tuning == "coop" else None
+        self.adapter = (
+            FeatureAdapter(self._embed_dim(), config.adapter_reduction, config.adapter_alpha)
+            if config.tuning == "clip-adapter"
+            else None
+        )
+        self.ss_heads = build_ss_heads(config.ss_heads, self._embed_dim() if config.ss_heads else 0)
+        self._freeze(config, frozen_blocks)
+
+    def _embed_dim(self) -> int:
+        """Width of the joint feature space (read from the image tower)."""
+        dim = getattr(self.clip.visual, "output_dim", None)
+        if dim is None:
+            raise ConfigError(
+                f"model.arch={self.config.arch}: its image tower does not state its output width, which "
+                "tuning=clip-adapter and model.ss_heads need; use an open_clip ViT or ResNet architecture"
+            )
+        return dim
+
+    def _setup_text_layers(self, config: ModelConfig) -> list[int]:
+        """Drop text blocks and set their attention dropout; returns the positions of the blocks to freeze."""
+        uses_text_blocks = (
+            config.drop_text_layers
+            or config.freeze_text_layers
+            or config.text_attn_dropout
+            or config.tuning == "coop"
+        )
+        if not uses_text_blocks:
+            return []
+        if not self._trim_padding:
+            raise ConfigError(
+                f"model.arch={config.arch}: the text-layer options (drop/freeze_text_layers, text_attn_dropout, "
+                "tuning=coop) need an open_clip CLIP text tower with a causal mask"
+            )
+        depth = len(self.text_blocks)
+        drop = resolve_layers(config.drop_text_layers, depth, "model.drop_text_layers")
+        freeze = resolve_layers(config.freeze_text_layers, depth, "model.freeze_text_layers")
+        if set(freeze) & set(drop):
+            raise ConfigError(
+                f"model.freeze_text_layers: layers {sorted(set(freeze) & set(drop))} are dropped"
+            )
+        if drop:
+            self.clip.transformer.resblocks = drop_blocks(self.text_blocks, drop)
+            self.clip.transformer.layers = len(self.text_blocks)
+        if not 0 <= config.text_attn_dropout < 1:
+            raise ConfigError(
+                f"model.text_attn_dropout={config.text_attn_dropout}: expected a probability in [0, 1)"
+            )
+        for block in self.text_blocks:
+            block.attn.dropout = config.text_attn_dropout
+        kept = [i for i in range(depth) if i not in drop]
+        return [kept.index(i) for i in freeze]
+
+    def _build_prompt(self, config: ModelConfig) -> PromptContext:
+        tokens = Tokenizer(config.context_length)(config.coop_init)[0]
+        words = tokens[1 : int((tokens != 0).sum()) - 1].tolist()  # between the start and end tokens
+        return PromptContext(self.clip.token_embedding, words)
+
+    def _freeze(self, config: ModelConfig, text_blocks: list[int]) -> None:
+        """CoOp and CLIP-Adapter lock all of CLIP; then the listed prefixes and text blocks are locked."""
+        if config.tuning != "full":
+            self.clip.requires_grad_(False)
+        freeze_prefixes(self, config.freeze)
+        for block in text_blocks:
+            self.text_blocks[block].requires_grad_(False)
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -106,17 +199,30 @@ class DualEncoder(nn.Module):
         return self.temperature()
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self.clip.encode_image(images, normalize=normalize)
+        """Image features (through the CLIP-Adapter when ``tuning="clip-adapter"``)."""
+        if self.adapter is None:
+            return self.clip.encode_image(images, normalize=normalize)
+        x = self.adapter(self.clip.encode_image(images))
+        return F.normalize(x, dim=-1) if normalize else x
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Text features; padding past the batch's longest caption is skipped (see ``_trim_padding``)."""
+        """Text features; padding past the batch's longest caption is skipped (see ``_trim_padding``).
+
+        With CoOp the context vectors follow the start token (a caption then keeps at most
+        ``context_length - M`` of its tokens, the end token included).
+        """
         clip = self.clip
         if not self._trim_padding:
             return clip.encode_text(tokens, normalize=normalize)
+        if self.prompt is not None:
+            tokens = self.prompt.make_room(tokens)
         length = max(1, int((tokens != 0).sum(dim=1).max()))
         tokens = tokens[:, :length]
         cast_dtype = clip.transformer.get_cast_dtype()
-        x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+        x = clip.token_embedding(tokens).to(cast_dtype)
+        if self.prompt is not None:
+            x = self.prompt.insert(x)
+        x = x + clip.positional_embedding[:length].to(cast_dtype)
         x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:length, :length]))
         x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
         x = self._project_text(x)
@@ -128,6 +234,13 @@ class DualEncoder(nn.Module):
             "text_feats": self.encode_text(tokens),
             "logit_scale": self.logit_scale,
         }
+
+    def ss_project(self, tower: str, feats: torch.Tensor) -> torch.Tensor:
+        """The SimCLR head of ``tower`` ("image" or "text") applied to its features (TBPS-CLIP feeds the
+        unnormalized encoder output; the SS loss normalizes)."""
+        if tower not in self.ss_heads:
+            raise ConfigError(f"no SimCLR head for the {tower} tower: add {tower!r} to model.ss_heads")
+        return self.ss_heads[tower](feats)
 
     @property
     def image_blocks(self) -> nn.ModuleList:
