@@ -7,25 +7,46 @@ Indices returned in samples are positions in ``manifest.images`` / ``manifest.ca
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import torch
 from torch.utils.data import Dataset
 
-from tbpr.data.schema import Manifest
+from tbpr.data.schema import CaptionRecord, Manifest
 from tbpr.data.tokenizer import Tokenizer
 from tbpr.data.transforms import load_image
 
 ImageTransform = Callable[[object], torch.Tensor]
+TextAugment = Callable[[str, int, random.Random], str]
 
 
 class CaptionPairDataset(Dataset):
-    """One sample per caption (as IRRA): {"image", "tokens", "pid", "caption_index", "image_index"}."""
+    """One sample per caption (as IRRA): {"image", "tokens", "pid", "caption_index", "image_index"}.
 
-    def __init__(self, manifest: Manifest, image_transform: ImageTransform, tokenizer: Tokenizer):
+    ``image_views``/``text_views`` = 2 adds "image2"/"tokens2": the same image / caption augmented
+    again independently (TBPS-CLIP's second view for MVS and SS losses). ``text_augment`` rewrites a
+    caption before tokenization: ``text_augment(text, caption_id, rng)`` with ``rng`` a
+    ``random.Random`` seeded from torch's (per-sample seeded) RNG, so augmentation is reproducible.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        image_transform: ImageTransform,
+        tokenizer: Tokenizer,
+        image_views: int = 1,
+        text_views: int = 1,
+        text_augment: TextAugment | None = None,
+    ):
+        if image_views not in (1, 2) or text_views not in (1, 2):
+            raise ValueError(f"image_views={image_views}, text_views={text_views}: each must be 1 or 2")
         self.manifest = manifest
         self.image_transform = image_transform
         self.tokenizer = tokenizer
+        self.image_views = image_views
+        self.text_views = text_views
+        self.text_augment = text_augment
         position = {rec.id: i for i, rec in enumerate(manifest.images)}
         self.image_indices = [position[c.image_id] for c in manifest.captions]
         self.pids = [manifest.images[i].pid for i in self.image_indices]
@@ -33,16 +54,29 @@ class CaptionPairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.manifest.captions)
 
+    def _text(self, caption: CaptionRecord) -> str:
+        if self.text_augment is None:
+            return caption.text
+        rng = random.Random(int(torch.randint(0, 2**62, (1,))))
+        return self.text_augment(caption.text, caption.id, rng)
+
     def __getitem__(self, index: int) -> dict:
         image_index = self.image_indices[index]
         rec = self.manifest.images[image_index]
-        return {
-            "image": self.image_transform(load_image(self.manifest.image_path(rec))),
-            "tokens": self.tokenizer(self.manifest.captions[index].text)[0],
+        caption = self.manifest.captions[index]
+        image = load_image(self.manifest.image_path(rec))
+        sample = {
+            "image": self.image_transform(image),
+            "tokens": self.tokenizer(self._text(caption))[0],
             "pid": rec.pid,
             "caption_index": index,
             "image_index": image_index,
         }
+        if self.image_views == 2:
+            sample["image2"] = self.image_transform(image)
+        if self.text_views == 2:
+            sample["tokens2"] = self.tokenizer(self._text(caption))[0]
+        return sample
 
 
 class ImageDataset(Dataset):

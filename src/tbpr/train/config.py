@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tbpr.config import apply_overrides, from_dict, load_yaml
+from tbpr.data.image_augment import ImageAugConfig
 from tbpr.errors import ConfigError
-from tbpr.losses import check_loss_weights
+from tbpr.losses import LossParams, check_loss_weights, required_ss_heads, required_views
 from tbpr.models import ModelConfig
+from tbpr.text.augment import TextAugConfig
 
+log = logging.getLogger(__name__)
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -25,6 +29,9 @@ class DataConfig:
     num_instances: int = 2
     num_workers: int = 2
     hflip: bool = True
+    augment: ImageAugConfig = field(default_factory=ImageAugConfig)  # TBPS-CLIP image augmentations
+    text_augment: TextAugConfig = field(default_factory=TextAugConfig)  # EDA ops, back translation
+    train_fraction: float = 1.0  # few-shot: keep this fraction of the training identities (seeded)
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     eval_batch_size: int = 256
@@ -55,6 +62,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     losses: dict[str, float] = field(default_factory=lambda: {"sdm": 1.0})
+    loss_params: LossParams = field(default_factory=LossParams)
     output_dir: str = "runs/default"
     seed: int = 0
     eval_every: int = 1  # epochs between validation runs (0: never, best = last)
@@ -63,6 +71,7 @@ class TrainConfig:
     log_every: int = 10
     max_steps: int | None = None  # stop after this many optimizer steps (for tests and smoke runs)
     device: str | None = None  # default: cuda if available, else cpu
+    save_init: bool = True  # write checkpoints/init.pt (the starting weights) when a run starts
 
 
 def recipe_path(name_or_path: str) -> Path:
@@ -83,4 +92,20 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> T
     data = load_yaml(recipe_path(name_or_path)) if name_or_path else {}
     cfg = from_dict(TrainConfig, apply_overrides(data, list(overrides)))
     cfg.losses = check_loss_weights(cfg.losses)
+    if not 0 < cfg.data.train_fraction <= 1:
+        raise ConfigError(f"data.train_fraction={cfg.data.train_fraction}: expected a fraction in (0, 1]")
+    # SimCLR heads follow from the losses (saved in config.yaml, so checkpoints rebuild them)
+    cfg.model.ss_heads = [
+        t for t in ("image", "text") if t in {*cfg.model.ss_heads, *required_ss_heads(cfg.losses)}
+    ]
+    views = required_views(cfg.losses)
+    if "text2" in views and not cfg.data.text_augment.ops:
+        log.warning(
+            "losses %s compare two text views, but data.text_augment has no ops: the views are identical",
+            sorted(cfg.losses),
+        )
+    if "image2" in views and not (cfg.data.augment.ops or cfg.data.hflip):
+        log.warning(
+            "losses %s compare two image views, but no image augmentation is configured", sorted(cfg.losses)
+        )
     return cfg

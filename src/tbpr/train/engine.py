@@ -9,6 +9,7 @@ validation split, never on the test split.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -25,19 +26,22 @@ from tbpr.atomic import write_text
 from tbpr.config import save_yaml, to_dict
 from tbpr.data.check import load_training_manifest
 from tbpr.data.datasets import CaptionPairDataset
+from tbpr.data.fewshot import sample_identities
 from tbpr.data.samplers import IdentityBatchSampler, RandomBatchSampler
 from tbpr.data.tokenizer import Tokenizer
 from tbpr.data.transforms import build_image_transform
 from tbpr.errors import ConfigError
 from tbpr.evaluation.evaluator import encode_split, score
-from tbpr.losses import compute_losses
+from tbpr.losses import Views, compute_losses, required_ss_heads, required_views
 from tbpr.models import DualEncoder
 from tbpr.models.checkpoint import atomic_torch_save, model_payload
+from tbpr.text.augment import TextAugmenter
 from tbpr.train import distributed as dist
 from tbpr.train.config import TrainConfig
 from tbpr.train.optim import build_optimizer
 from tbpr.train.reproducible import SeededBatches, SeededDataset, rng_state, seed_everything, set_rng_state
 from tbpr.train.schedule import warmup_cosine_factor
+from tbpr.train.views import MultiViewForward
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +99,36 @@ class Trainer:
 
         manifest = load_training_manifest(cfg.data.path, cfg.data.format, skip_bad=cfg.data.skip_bad)
         self.train_split = manifest.split("train")
+        if cfg.data.train_fraction < 1:
+            self.train_split = sample_identities(self.train_split, cfg.data.train_fraction, cfg.seed)
         self.val_split = manifest.split("val")
         if not self.train_split.captions:
             raise ConfigError(f"{cfg.data.path}: the training split has no captions")
         self.tokenizer = Tokenizer(cfg.model.context_length)
         size = tuple(cfg.model.image_size)
         self.train_transform = build_image_transform(
-            size, cfg.data.mean, cfg.data.std, train=True, hflip=cfg.data.hflip
+            size, cfg.data.mean, cfg.data.std, train=True, hflip=cfg.data.hflip, augment=cfg.data.augment
         )
         self.eval_transform = build_image_transform(size, cfg.data.mean, cfg.data.std, train=False)
 
         self.batches = SeededBatches(self._batch_sampler(), cfg.seed)
-        dataset = SeededDataset(CaptionPairDataset(self.train_split, self.train_transform, self.tokenizer))
+        views = required_views(cfg.losses)
+        text_augment = None
+        if cfg.data.text_augment.ops:  # relative caption-store paths are inside the dataset folder
+            stores = [str(Path(cfg.data.path) / store) for store in cfg.data.text_augment.stores]
+            text_augment = TextAugmenter(
+                dataclasses.replace(cfg.data.text_augment, stores=stores),
+                caption_ids=[c.id for c in self.train_split.captions],
+            )
+        pairs = CaptionPairDataset(
+            self.train_split,
+            self.train_transform,
+            self.tokenizer,
+            image_views=2 if "image2" in views else 1,
+            text_views=2 if "text2" in views else 1,
+            text_augment=text_augment,
+        )
+        dataset = SeededDataset(pairs)
         workers = cfg.data.num_workers
         self.loader = DataLoader(
             dataset,
@@ -124,10 +146,11 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.optim.epochs
 
         self.model = DualEncoder(cfg.model).to(self.device)
+        self.forward = MultiViewForward(self.model, required_ss_heads(cfg.losses))
         self.ddp = None
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+            self.ddp = DistributedDataParallel(self.forward, device_ids=ids)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         warmup = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
         min_factor = cfg.optim.min_lr / cfg.optim.lr
@@ -153,6 +176,10 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl", self.main)
         if resuming:
             self._load_state(last)
+        elif self.main and cfg.save_init:  # the starting weights, for `tbpr analyze modules` (C2)
+            atomic_torch_save(
+                {**model_payload(self.model), "config": to_dict(cfg)}, self.ckpt_dir / "init.pt"
+            )
         if self.main:
             save_yaml(cfg, self.out / "config.yaml")
         if not self.val_split.captions:
@@ -206,19 +233,37 @@ class Trainer:
             atomic_torch_save(self._state(), self.ckpt_dir / "last.pt")
 
     # ------------------------------------------------------------------ loop
+    def soft_label_alpha(self) -> float:
+        """The soft-label alpha at this step: ramped linearly over the first epoch as TBPS-CLIP's code does."""
+        params = self.cfg.loss_params
+        if not params.soft_label_ramp:
+            return params.soft_label
+        return params.soft_label * min(1.0, self.global_step / self.steps_per_epoch)
+
     def _forward_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        images = batch["image"].to(self.device, non_blocking=True)
-        tokens = batch["tokens"].to(self.device, non_blocking=True)
-        pids = torch.as_tensor(batch["pid"], device=self.device)
-        net = self.ddp or self.model
+        inputs = {
+            key: batch[key].to(self.device, non_blocking=True)
+            for key in ("image", "image2", "tokens", "tokens2")
+            if key in batch
+        }
+        net = self.ddp or self.forward
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            out = net(images, tokens)
-        image_feats = dist.all_gather_with_grad(out["image_feats"].float())
-        text_feats = dist.all_gather_with_grad(out["text_feats"].float())
-        pids = dist.all_gather_no_grad(pids)
-        return compute_losses(
-            self.cfg.losses, image_feats, text_feats, pids, pids, out["logit_scale"].float()
+            out = net(inputs)
+
+        def gather(feats: torch.Tensor | None) -> torch.Tensor | None:
+            return None if feats is None else dist.all_gather_with_grad(feats.float())
+
+        views = Views(
+            image=gather(out["image"]),
+            text=gather(out["text"]),
+            pids=dist.all_gather_no_grad(torch.as_tensor(batch["pid"], device=self.device)),
+            logit_scale=out["logit_scale"].float(),
+            image2=gather(out.get("image2")),
+            text2=gather(out.get("text2")),
+            ss={name: gather(feats) for name, feats in out["ss"].items()},
+            soft_label=self.soft_label_alpha(),
         )
+        return compute_losses(self.cfg.losses, views, self.cfg.loss_params)
 
     def _optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)

@@ -1,0 +1,394 @@
+"""Ablation grids: train and evaluate config variants, one row each of a paper-style markdown table.
+
+A grid (YAML) names a base recipe, ``key=value`` overrides common to every variant, and the variants:
+a row label and the overrides that make the row. :class:`Ablation` trains each variant under
+``OUT/<slug>/`` with the training engine, evaluates its 'best' checkpoint (chosen on the validation
+split) on the test split, writes ``OUT/<slug>/result.json`` and rewrites ``OUT/table.md`` after every
+variant. It is resumable: a variant whose result matches its current config is not rerun, an
+interrupted one resumes from its own ``checkpoints/last.pt``, and one whose config changed since is
+retrained from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tbpr.atomic import write_json, write_text
+from tbpr.config import from_dict, load_yaml, to_dict
+from tbpr.errors import ConfigError, DataError
+from tbpr.evaluation.run_eval import evaluate_run, load_run
+from tbpr.train.config import RECIPE_DIR, TrainConfig, load_config
+from tbpr.train.engine import train
+
+log = logging.getLogger(__name__)
+
+GRID_DIR = RECIPE_DIR / "grids"
+METRICS = ("R1", "R5", "R10", "mAP", "mINP")
+DIRECTIONS = {"t2i": "text-to-image", "i2t": "image-to-text"}
+RESULT_FILE = "result.json"
+TABLE_FILE = "table.md"
+SPLIT, CHECKPOINT = "test", "best"
+# config keys that cannot change a run's numbers: editing them (or moving OUT) does not make a result stale
+NEUTRAL_KEYS = frozenset(
+    {"output_dir", "data.num_workers", "data.eval_batch_size", "log_every", "checkpoint_every"}
+)
+_SLUG = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+@dataclass
+class Variant:
+    """One row: its label in the table, its overrides, its run folder name, a group heading above it."""
+
+    name: str = ""
+    overrides: list[str] = field(default_factory=list)
+    slug: str | None = None  # default: the name in lower case, runs of other characters as '-'
+    section: str | None = None  # a heading row before this one (the paper's "The group of removal:")
+
+
+@dataclass
+class Grid:
+    """A whole ablation table. ``cumulative``: each variant also gets the overrides of those above it."""
+
+    title: str = ""
+    base: str = ""  # a shipped recipe name or a .yaml file (relative to the grid's folder)
+    overrides: list[str] = field(default_factory=list)
+    variants: list[Variant] = field(default_factory=list)
+    cumulative: bool = False
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    direction: str = "t2i"
+    eval_data: list[str] = field(default_factory=list)  # test datasets (default: each variant's data.path)
+    notes: list[str] = field(default_factory=list)
+
+
+def grid_path(name_or_path: str | Path, folder: Path | None = None) -> Path:
+    """A shipped grid by name (e.g. 'table1-tricks-small') or a YAML file (relative to ``folder``)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        return folder / path if folder and not path.is_absolute() else path
+    shipped = GRID_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        known = sorted(p.stem for p in GRID_DIR.glob("*.yaml"))
+        raise ConfigError(f"no grid named {name_or_path!r}; shipped grids: {known} (or give a .yaml path)")
+    return shipped
+
+
+def _read_grid_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The grid's mapping, its ``extends`` parent's keys under its own."""
+    data = load_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: expected a grid name or .yaml file, got {parent!r}")
+    parent_path = grid_path(parent, path.parent)
+    if parent_path.resolve() in {p.resolve() for p in (*chain, path)}:
+        raise ConfigError(f"{path}: extends {parent!r} makes a cycle")
+    return {**_read_grid_yaml(parent_path, (*chain, path)), **data}
+
+
+def slugify(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def load_grid(name_or_path: str | Path) -> tuple[Grid, Path]:
+    """Read and check a grid; returns it with its file. Errors name the file and the variant."""
+    path = grid_path(name_or_path)
+    data = _read_grid_yaml(path)
+    raw_variants = data.pop("variants", None)
+    grid = from_dict(Grid, data, f"{path}: grid")
+    if not isinstance(raw_variants, list) or not raw_variants:
+        raise ConfigError(f"{path}: variants: give a list of variants, each {{name: ..., overrides: [...]}}")
+    for i, raw in enumerate(raw_variants):
+        label = raw.get("name") if isinstance(raw, dict) else None
+        where = f"{path}: variants[{i}]" + (f" ({label!r})" if isinstance(label, str) else "")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected a mapping {{name: ..., overrides: [...]}}, got {raw!r}")
+        variant = from_dict(Variant, raw, where)
+        if not variant.name.strip():
+            raise ConfigError(f"{where}.name: every variant needs a name (its row label in the table)")
+        variant.slug = variant.slug or slugify(variant.name)
+        if not _SLUG.fullmatch(variant.slug):
+            raise ConfigError(
+                f"{where}.slug: {variant.slug!r} cannot name a run folder; give a slug of lower-case "
+                "letters, digits, '.', '_' or '-'"
+            )
+        grid.variants.append(variant)
+    _check_grid(grid, path)
+    if grid.base.endswith((".yaml", ".yml")):
+        grid.base = str(grid_path(grid.base, path.parent))
+    grid.title = grid.title or path.stem
+    return grid, path
+
+
+def _check_grid(grid: Grid, path: Path) -> None:
+    if not grid.base:
+        raise ConfigError(
+            f"{path}: base: name the recipe every variant starts from, e.g. base: clip-baseline"
+        )
+    unknown = [m for m in grid.metrics if m not in METRICS]
+    if unknown or not grid.metrics:
+        raise ConfigError(f"{path}: metrics: {unknown or 'empty'}; choose among {list(METRICS)}")
+    if grid.direction not in DIRECTIONS:
+        raise ConfigError(f"{path}: direction: {grid.direction!r}; choose one of {list(DIRECTIONS)}")
+    for attr in ("name", "slug"):
+        seen: dict[str, str] = {}
+        for v in grid.variants:
+            key = getattr(v, attr)
+            if key in seen:
+                raise ConfigError(
+                    f"{path}: variants {seen[key]!r} and {v.name!r} have the same {attr} {key!r}; "
+                    + ("rename one" if attr == "name" else "give one of them a distinct 'slug'")
+                )
+            seen[key] = v.name
+
+
+@dataclass
+class ResolvedVariant:
+    """A variant with its full override list, its training config and what it is evaluated on."""
+
+    variant: Variant
+    overrides: list[str]
+    config: TrainConfig
+    datasets: list[str]
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    @property
+    def evaluation(self) -> dict:
+        return {"split": SPLIT, "checkpoint": CHECKPOINT, "datasets": self.datasets}
+
+
+@dataclass
+class Status:
+    """What running a variant will do: 'done', 'evaluate', 'resume', 'new' or 'changed' (+ the keys)."""
+
+    state: str
+    changed: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return {
+            "done": "finished: not rerun",
+            "evaluate": "trained: evaluated again (the test datasets changed)",
+            "resume": "interrupted: resumes from its checkpoint",
+            "new": "not started: trains from scratch",
+            "changed": f"config changed since its run ({', '.join(self.changed)}): retrains from scratch",
+        }[self.state]
+
+
+def _comparable(config: dict) -> dict:
+    """A config mapping as JSON would give it back, without the result-neutral keys."""
+    flat = _flatten(json.loads(json.dumps(config)))
+    return {k: v for k, v in flat.items() if k not in NEUTRAL_KEYS}
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _changed_keys(old: dict, new: dict) -> list[str]:
+    a, b = _comparable(old), _comparable(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
+
+
+def _read_result(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not a result file ({err}); delete it to rerun this variant") from err
+
+
+class Ablation:
+    """A grid resolved against an output folder and extra overrides (``--set``), ready to run."""
+
+    def __init__(self, grid: Grid, grid_file: Path, out: Path, overrides: list[str] = (), command: str = ""):
+        self.grid, self.grid_file, self.out, self.command = grid, grid_file, Path(out), command
+        self.variants = self._resolve(list(overrides))
+
+    def _resolve(self, extra: list[str]) -> list[ResolvedVariant]:
+        resolved, stacked = [], []
+        for v in self.grid.variants:
+            own = v.overrides
+            if self.grid.cumulative:
+                own = stacked = [*stacked, *v.overrides]
+            overrides = [*self.grid.overrides, *own, *extra]
+            try:
+                cfg = load_config(self.grid.base, overrides)
+            except ConfigError as err:
+                raise ConfigError(f"{self.grid_file}: variant {v.name!r}: {err}") from err
+            cfg.output_dir = str(self.out / v.slug)
+            datasets = list(self.grid.eval_data) or [cfg.data.path]
+            resolved.append(ResolvedVariant(v, overrides, cfg, datasets))
+        return resolved
+
+    def select(self, only: list[str] = ()) -> list[ResolvedVariant]:
+        """The variants named (by name or slug) in ``only``, all of them if it is empty."""
+        if not only:
+            return self.variants
+        known = {key for rv in self.variants for key in (rv.variant.name, rv.variant.slug)}
+        missing = [name for name in only if name not in known]
+        if missing:
+            names = [rv.variant.name for rv in self.variants]
+            raise ConfigError(
+                f"--only {missing}: {self.grid_file} has no such variant; its variants: {names}"
+            )
+        return [rv for rv in self.variants if {rv.variant.name, rv.variant.slug} & set(only)]
+
+    def status(self, rv: ResolvedVariant) -> Status:
+        current = to_dict(rv.config)
+        result = _read_result(rv.run_dir / RESULT_FILE)
+        if result is not None:
+            changed = _changed_keys(result.get("config", {}), current)
+            if changed:
+                return Status("changed", changed)
+            if result.get("evaluation") == rv.evaluation:
+                return Status("done")
+            if (rv.run_dir / "checkpoints" / f"{CHECKPOINT}.pt").is_file():
+                return Status("evaluate")
+        if (rv.run_dir / "checkpoints" / "last.pt").is_file():
+            saved = rv.run_dir / "config.yaml"
+            changed = _changed_keys(load_yaml(saved) if saved.is_file() else {}, current)
+            return Status("changed", changed) if changed else Status("resume")
+        return Status("new")
+
+    def run(self, only: list[str] = ()) -> Path:
+        """Train and evaluate the selected variants in order; returns the table's path."""
+        for rv in self.select(only):
+            status = self.status(rv)
+            level = logging.WARNING if status.state == "changed" else logging.INFO
+            log.log(level, "variant %r (%s): %s", rv.variant.name, rv.run_dir, status.describe())
+            if status.state != "done":
+                self._run_variant(rv, status)
+                self.write_table()
+        return self.write_table()
+
+    def _run_variant(self, rv: ResolvedVariant, status: Status) -> None:
+        if status.state == "changed":  # stale result and checkpoints must not count or be resumed
+            (rv.run_dir / RESULT_FILE).unlink(missing_ok=True)
+            shutil.rmtree(rv.run_dir / "checkpoints", ignore_errors=True)
+        if status.state != "evaluate":
+            train(rv.config)
+        if not _is_main_process():  # under torchrun every process trains; the first evaluates and writes
+            return
+        cfg = rv.config
+        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        loaded = load_run(rv.run_dir, CHECKPOINT, device)
+        data_format = cfg.data.format if rv.datasets == [cfg.data.path] else None
+        results = evaluate_run(
+            loaded,
+            [Path(d) for d in rv.datasets],
+            SPLIT,
+            data_format,
+            cfg.data.eval_batch_size,
+            cfg.data.num_workers,
+            device,
+        )
+        record = {
+            "variant": rv.variant.name,
+            "slug": rv.variant.slug,
+            "grid": str(self.grid_file),
+            "overrides": rv.overrides,
+            "config": to_dict(cfg),
+            "evaluation": rv.evaluation,
+            "results": results,
+        }
+        write_json(rv.run_dir / RESULT_FILE, record, indent=2)
+
+    def finished_results(self, rv: ResolvedVariant) -> dict | None:
+        """The variant's metrics ``{dataset: {direction: metrics}}`` if its result is current."""
+        if self.status(rv).state != "done":
+            return None
+        return _read_result(rv.run_dir / RESULT_FILE)["results"]
+
+    def write_table(self) -> Path:
+        path = self.out / TABLE_FILE
+        return write_text(path, self.table()) if _is_main_process() else path
+
+    def table(self) -> str:
+        """The markdown table in the paper's layout: rows = variants, columns = metrics, then deltas."""
+        grid = self.grid
+        names = list(dict.fromkeys(Path(d).resolve().name for rv in self.variants for d in rv.datasets))
+        label = {m: f"Rank-{m[1:]}" if m[1:].isdigit() else m for m in grid.metrics}
+        first = grid.metrics[0]
+
+        def heading(dataset: str, text: str) -> str:
+            return f"{dataset} {text}" if len(names) > 1 else text
+
+        header = ["Methods"]
+        header += [heading(n, label[m]) for n in names for m in grid.metrics]
+        header += [heading(n, f"Δ{label[first]}") for n in names]
+        rows, reference, pending = [], None, False
+        for rv in self.variants:
+            if rv.variant.section:
+                rows.append([f"*{rv.variant.section}*"] + [""] * (len(header) - 1))
+            results = self.finished_results(rv)
+            pending |= results is None
+            values = {
+                (n, m): results[n][grid.direction][m] if results and n in results else None
+                for n in names
+                for m in grid.metrics
+            }
+            if reference is None:
+                reference = values
+                deltas = [""] * len(names)
+            else:
+                deltas = [_delta(values[n, first], reference[n, first]) for n in names]
+            rows.append([rv.variant.name, *(_number(v) for v in values.values()), *deltas])
+
+        lines = [f"# {grid.title}", ""]
+        data = ", ".join(f"`{d}`" for d in dict.fromkeys(d for rv in self.variants for d in rv.datasets))
+        lines.append(
+            f"Base recipe `{grid.base}`; {DIRECTIONS[grid.direction]} retrieval on the {SPLIT} split of "
+            f"{data}, with each run's 'best' checkpoint (chosen on the validation split; the final model "
+            f"when a run does not validate). Δ: {label[first]} minus the first row's."
+        )
+        lines += ["", *_markdown_rows(header, rows), ""]
+        if pending:
+            lines += ["Rows with '-' have not finished yet.", ""]
+        lines += [f"- {note}" for note in grid.notes]
+        lines += [""] if grid.notes else []
+        if self.command:
+            lines += ["Produced by:", "", "```", self.command, "```", ""]
+        return "\n".join(lines)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _delta(value: float | None, reference: float | None) -> str:
+    return "-" if value is None or reference is None else f"{value - reference:+.2f}"
+
+
+def _markdown_rows(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    )
+    return [line(header), rule, *(line(r) for r in rows)]

@@ -1,0 +1,321 @@
+"""``tbpr ablate``: grids, the table, and resuming (finished variants kept, interrupted ones resumed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tbpr.cli import main
+from tbpr.config import to_dict
+from tbpr.errors import ConfigError
+from tbpr.train import ablation as A
+from tbpr.train.engine import Trainer
+
+MICRO = [
+    "model.arch=tbpr-micro",
+    "model.image_size=[64, 32]",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "optim.epochs=1",
+    "max_steps=2",
+    "checkpoint_every=1",
+    "eval_every=0",
+]
+VARIANTS = [{"name": "Baseline"}, {"name": "+ no flip", "overrides": ["data.hflip=false"]}]
+
+
+def write_grid(folder: Path, data_path: Path, variants=VARIANTS, **fields) -> Path:
+    grid = {"title": "Tiny grid", "base": "cpu-small", "overrides": [*MICRO, f"data.path={data_path}"]}
+    path = folder / "grid.yaml"
+    path.write_text(yaml.safe_dump({**grid, "variants": variants, **fields}, sort_keys=False))
+    return path
+
+
+def ablation(grid_file: Path, out: Path, overrides=()) -> A.Ablation:
+    grid, path = A.load_grid(grid_file)
+    return A.Ablation(grid, path, out, list(overrides), command="tbpr ablate grid.yaml")
+
+
+@pytest.fixture
+def train_calls(monkeypatch):
+    """Each call of the engine's ``train`` made by the runner: the run folder's name."""
+    calls = []
+
+    def counting(cfg, resume=True):
+        calls.append(Path(cfg.output_dir).name)
+        return real(cfg, resume)
+
+    real = A.train
+    monkeypatch.setattr(A, "train", counting)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, synth_tiny):
+    """A grid of two variants run to the end: (grid file, output folder)."""
+    root = tmp_path_factory.mktemp("ablate")
+    grid_file = write_grid(root, synth_tiny)
+    ablation(grid_file, root / "out").run()
+    return grid_file, root / "out"
+
+
+def copy_of(finished, tmp_path) -> tuple[Path, Path]:
+    grid_file, out = finished
+    shutil.copytree(out, tmp_path / "out")
+    shutil.copy(grid_file, tmp_path / "grid.yaml")
+    return tmp_path / "grid.yaml", tmp_path / "out"
+
+
+@pytest.mark.slow
+def test_runs_every_variant_and_writes_the_table(finished):
+    _, out = finished
+    table = (out / "table.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in rows[0].split("|")[1:-1]]
+    assert header == ["Methods", "Rank-1", "Rank-5", "Rank-10", "mAP", "mINP", "ΔRank-1"]
+    for slug, row in zip(["baseline", "no-flip"], rows[1:]):
+        result = json.loads((out / slug / "result.json").read_text())
+        t2i = result["results"]["tiny"]["t2i"]
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert cells[0] == result["variant"]
+        assert cells[1:6] == [f"{t2i[m]:.2f}" for m in ("R1", "R5", "R10", "mAP", "mINP")]
+        assert result["evaluation"] == {
+            "split": "test",
+            "checkpoint": "best",
+            "datasets": [result["config"]["data"]["path"]],
+        }
+    base = json.loads((out / "baseline/result.json").read_text())["results"]["tiny"]["t2i"]["R1"]
+    other = json.loads((out / "no-flip/result.json").read_text())["results"]["tiny"]["t2i"]["R1"]
+    assert rows[2].split("|")[-2].strip() == f"{other - base:+.2f}"
+    assert json.loads((out / "no-flip/result.json").read_text())["config"]["data"]["hflip"] is False
+    assert "tbpr ablate grid.yaml" in table and "not finished" not in table
+
+
+@pytest.mark.slow
+def test_rerun_does_not_retrain_or_reevaluate_finished_variants(finished, tmp_path, train_calls, monkeypatch):
+    grid_file, out = copy_of(finished, tmp_path)  # a moved output folder still counts as finished
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")}
+    monkeypatch.setattr(A, "evaluate_run", lambda *a, **k: pytest.fail("re-evaluated a finished variant"))
+    # result-neutral keys (workers, logging) do not make a result stale either
+    ablation(grid_file, out, ["data.num_workers=1", "log_every=5"]).run()
+    assert train_calls == []
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == mtimes
+    assert "Baseline" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_changed_variant_config_is_rerun_from_scratch(finished, tmp_path, train_calls, caplog):
+    grid_file, out = copy_of(finished, tmp_path)
+    grid = yaml.safe_load(grid_file.read_text())
+    grid["variants"][1]["overrides"].append("optim.lr=1e-3")
+    grid_file.write_text(yaml.safe_dump(grid))
+    old = json.loads((out / "no-flip/result.json").read_text())
+    with caplog.at_level(logging.INFO, logger="tbpr"):
+        ablation(grid_file, out).run()
+    assert train_calls == ["no-flip"]
+    assert "config changed since its run (optim.lr)" in caplog.text
+    new = json.loads((out / "no-flip/result.json").read_text())
+    assert new["config"]["optim"]["lr"] == 1e-3 and old["config"]["optim"]["lr"] != 1e-3
+    steps = [json.loads(x)["step"] for x in (out / "no-flip/metrics.jsonl").read_text().splitlines()]
+    assert steps[0] == 1  # trained from step 0, not resumed from the old run's checkpoint
+
+
+@pytest.mark.slow
+def test_new_test_datasets_are_evaluated_without_retraining(finished, tmp_path, train_calls, monkeypatch):
+    grid_file, out = copy_of(finished, tmp_path)
+    data = Path(yaml.safe_load(grid_file.read_text())["overrides"][-1].removeprefix("data.path="))
+    shutil.copytree(data, tmp_path / "second")
+    grid = yaml.safe_load(grid_file.read_text())
+    grid["eval_data"] = [str(data), str(tmp_path / "second")]
+    grid_file.write_text(yaml.safe_dump(grid))
+    run = ablation(grid_file, out)
+    assert [run.status(rv).state for rv in run.variants] == ["evaluate", "evaluate"]
+    table = (out / "table.md").read_text()
+    monkeypatch.setenv("RANK", "1")  # under torchrun only the first process evaluates and writes
+    run.run()
+    assert (out / "table.md").read_text() == table
+    monkeypatch.delenv("RANK")
+    run.run()
+    assert train_calls == []
+    result = json.loads((out / "no-flip/result.json").read_text())
+    assert result["results"].keys() == {"tiny", "second"}
+    assert result["results"]["tiny"] == result["results"]["second"]
+    assert "second Rank-1" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_an_interrupted_variant_resumes_from_its_checkpoint(tmp_path, synth_tiny, train_calls, monkeypatch):
+    grid_file = write_grid(tmp_path, synth_tiny)
+    out = tmp_path / "out"
+    save_last = Trainer._save_last
+
+    def crash_in_second_variant(self):
+        save_last(self)
+        if self.out.name == "no-flip" and self.global_step == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_save_last", crash_in_second_variant)
+        with pytest.raises(KeyboardInterrupt):
+            ablation(grid_file, out).run()
+    assert (out / "baseline/result.json").is_file() and not (out / "no-flip/result.json").exists()
+    row = next(line for line in (out / "table.md").read_text().splitlines() if "+ no flip" in line)
+    assert [c.strip() for c in row.split("|")[1:-1]][1:] == ["-"] * 6
+    run = ablation(grid_file, out)
+    assert [run.status(rv).state for rv in run.variants] == ["done", "resume"]
+
+    resumed_at = []
+    load_state = Trainer._load_state
+
+    def spy(self, path):
+        load_state(self, path)
+        resumed_at.append(self.global_step)
+
+    monkeypatch.setattr(Trainer, "_load_state", spy)
+    train_calls.clear()
+    ablation(grid_file, out).run()
+    assert train_calls == ["no-flip"] and resumed_at == [1]
+    assert json.loads((out / "no-flip/result.json").read_text())["results"]["tiny"]["t2i"]["num_queries"] > 0
+    assert "not finished" not in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_cli_dry_run_only_and_data_shortcut(finished, tmp_path, capsys, synth_tiny, train_calls):
+    grid_file, out = copy_of(finished, tmp_path)
+    argv = ["ablate", str(grid_file), "--out", str(out), "--data", str(synth_tiny), "--only", "no-flip"]
+    assert main([*argv, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "# + no flip" in printed and "finished: not rerun" in printed and "# Baseline" not in printed
+    assert yaml.safe_load(printed.split("\n", 2)[2])["data"]["path"] == str(synth_tiny)
+    assert main(["ablate", str(grid_file), "--out", str(out), "--only", "nope"]) == 2
+    assert main([*argv, "--set", "optim.lr=2e-3"]) == 0
+    assert train_calls == ["no-flip"]
+    table = (out / "table.md").read_text()
+    assert "--set optim.lr=2e-3 --only no-flip" in table
+    # the baseline's result no longer matches (--set changed its config too): its row shows '-'
+    assert "Rows with '-' have not finished yet." in table
+
+
+def test_table_layout_sections_pending_rows_and_several_datasets(tmp_path, synth_tiny, monkeypatch):
+    other = tmp_path / "other"
+    other.mkdir()
+    variants = [
+        {"name": "CLIP"},
+        {"name": "A", "section": "The group of removal:", "overrides": ["data.hflip=false"]},
+        {"name": "B", "overrides": ["optim.lr=1e-3"]},
+    ]
+    grid_file = write_grid(
+        tmp_path,
+        synth_tiny,
+        variants,
+        metrics=["R1", "mAP"],
+        eval_data=[str(synth_tiny), str(other)],
+        notes=["a note"],
+    )
+    run = ablation(grid_file, tmp_path / "out")
+    fake = {
+        "CLIP": {"tiny": {"t2i": {"R1": 50.0, "mAP": 40.0}}, "other": {"t2i": {"R1": 30.0, "mAP": 20.0}}},
+        "A": {"tiny": {"t2i": {"R1": 52.5, "mAP": 41.0}}, "other": {"t2i": {"R1": 29.0, "mAP": 19.0}}},
+    }
+    monkeypatch.setattr(A.Ablation, "finished_results", lambda self, rv: fake.get(rv.variant.name))
+    lines = run.table().splitlines()
+    assert lines[0] == "# Tiny grid"
+    assert lines[4:10] == [
+        "| Methods                 | tiny Rank-1 | tiny mAP | other Rank-1 | other mAP | tiny ΔRank-1 | other ΔRank-1 |",
+        "|-------------------------|------------:|---------:|-------------:|----------:|-------------:|--------------:|",
+        "| CLIP                    |       50.00 |    40.00 |        30.00 |     20.00 |              |               |",
+        "| *The group of removal:* |             |          |              |           |              |               |",
+        "| A                       |       52.50 |    41.00 |        29.00 |     19.00 |        +2.50 |         -1.00 |",
+        "| B                       |           - |        - |            - |         - |            - |             - |",
+    ]
+    assert "Rows with '-' have not finished yet." in lines and "- a note" in lines
+
+
+def test_cumulative_variants_stack_their_overrides(tmp_path, synth_tiny):
+    variants = [
+        {"name": "a", "overrides": ["optim.lr=1e-3"]},
+        {"name": "b", "overrides": ["data.hflip=false"]},
+    ]
+    for cumulative, lr in ((True, 1e-3), (False, 5e-4)):
+        run = ablation(write_grid(tmp_path, synth_tiny, variants, cumulative=cumulative), tmp_path / "out")
+        cfg = run.variants[1].config
+        assert (cfg.optim.lr, cfg.data.hflip) == (lr, False)
+        assert cfg.output_dir == str(tmp_path / "out" / "b")
+
+
+def test_a_grid_extends_another_and_resolves_paths_near_it(tmp_path, synth_tiny):
+    write_grid(tmp_path, synth_tiny)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({"optim": {"lr": 0.25}}))
+    child = tmp_path / "sub" / "child.yaml"
+    child.parent.mkdir()
+    child.write_text("extends: ../grid.yaml\nbase: ../recipe.yaml\n")
+    run = ablation(child, tmp_path / "out")
+    assert [rv.variant.name for rv in run.variants] == ["Baseline", "+ no flip"]
+    assert run.grid.title == "Tiny grid" and run.variants[0].config.optim.lr == 0.25
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda g: g["variants"][1].update(overide=["x=1"]), ["variants[1] ('+ no flip')", "overide"]),
+        (lambda g: g["variants"][1].update(overrides=["optim.lrr=1"]), ["variant '+ no flip'", "lrr"]),
+        (lambda g: g["variants"][1].update(overrides="optim.lr=1"), ["variants[1] ('+ no flip').overrides"]),
+        (lambda g: g["variants"][1].pop("name"), ["variants[1].name", "needs a name"]),
+        (lambda g: g["variants"].append({"name": "BASELINE!"}), ["'Baseline' and 'BASELINE!'", "slug"]),
+        (lambda g: g["variants"].append({"name": "Baseline"}), ["same name"]),
+        (lambda g: g["variants"][0].update(slug="A B"), ["variants[0] ('Baseline').slug"]),
+        (lambda g: g.update(metrics=["R2"]), ["metrics", "R2"]),
+        (lambda g: g.update(direction="both"), ["direction", "both"]),
+        (lambda g: g.pop("base"), ["base"]),
+        (lambda g: g.update(variants=[]), ["variants"]),
+        (lambda g: g.update(colums=["R1"]), ["grid", "colums"]),
+        (lambda g: g.update(extends="grid.yaml"), ["extends", "cycle"]),
+    ],
+)
+def test_a_bad_grid_names_the_file_and_the_field(tmp_path, synth_tiny, edit, expected):
+    path = write_grid(tmp_path, synth_tiny)
+    grid = yaml.safe_load(path.read_text())
+    edit(grid)
+    path.write_text(yaml.safe_dump(grid))
+    with pytest.raises(ConfigError) as err:
+        ablation(path, tmp_path / "out")
+    for text in [str(path), *expected]:
+        assert text in str(err.value)
+
+
+def test_unknown_grid_and_variant_names_list_the_choices(tmp_path, synth_tiny):
+    with pytest.raises(ConfigError, match="shipped grids: .*table1-tricks"):
+        A.load_grid("no-such-grid")
+    run = ablation(write_grid(tmp_path, synth_tiny), tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"no such variant; its variants: \['Baseline', '\+ no flip'\]"):
+        run.select(["nope"])
+    assert [rv.variant.slug for rv in run.select(["+ no flip"])] == ["no-flip"]
+
+
+SHIPPED = sorted(A.GRID_DIR.glob("*.yaml"))
+
+
+def test_every_paper_table_ships_as_a_gpu_and_a_cpu_grid():
+    names = {p.stem for p in SHIPPED}
+    tables = ["table1-tricks", "table2-image-aug", "table3-text-aug", "table4-aug-combos", "table5-losses"]
+    assert names == {*tables, *(f"{t}-small" for t in tables)}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_grids_resolve_every_variant(path, tmp_path):
+    grid, _ = A.load_grid(path.stem)
+    run = A.Ablation(grid, path, tmp_path / "out", ["data.path=data/synthpedes-small"])
+    configs = [json.dumps(to_dict(rv.config), sort_keys=True) for rv in run.variants]
+    assert len(set(configs)) == len(configs), "two rows of the grid train the same config"
+    small = path.stem.endswith("-small")
+    assert grid.base == ("clip-baseline-small" if small else "clip-baseline")
+    if small:
+        gpu, _ = A.load_grid(path.stem.removesuffix("-small"))
+        assert [v.name for v in grid.variants] == [v.name for v in gpu.variants]
+    else:
+        assert {rv.config.model.arch for rv in run.variants} == {"ViT-B-16"}
