@@ -1,5 +1,8 @@
 import pytest
 
+# llm_server, fault_proxy: real OpenAI-compatible servers on loopback (tests/llm_server.py)
+pytest_plugins = ["llm_server"]
+
 
 @pytest.fixture(scope="session")
 def synth_tiny(tmp_path_factory):

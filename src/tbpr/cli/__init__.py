@@ -15,10 +15,13 @@ _COMMAND_MODULES = (
     "tbpr.cli.data_cmd",
     "tbpr.cli.train_cmd",
     "tbpr.cli.eval_cmd",
+    "tbpr.cli.ablate_cmd",
+    "tbpr.cli.analyze_cmd",
     "tbpr.cli.demo_cmd",
     "tbpr.cli.index_cmd",
     "tbpr.cli.search_cmd",
     "tbpr.cli.serve_cmd",
+    "tbpr.cli.augment_cmd",
 )
 
 

@@ -1,0 +1,231 @@
+"""Caption stores: append-only JSONL files of generated captions, each line one record with its provenance.
+
+The same format holds back translations, LLM rewrites and MLLM captions (docs/text-augmentation.md).
+A record is keyed ``"<caption_id>:<n>"`` (``n`` numbers the outputs wanted per caption); every try of a
+key is one record, so a key may have several: rejected outputs keep their text and reason, and a try
+that produced no output (a failed request) has ``text: null`` and is retried when the job is rerun.
+
+Records are appended in batches, each flushed and fsynced before the job moves on. A process killed
+mid-write leaves at most one torn last line (no newline); it is dropped when the store is reopened, so
+resuming never loses a finished record and never keeps half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tbpr.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def record_key(caption_id: int, n: int = 0) -> str:
+    return f"{caption_id}:{n}"
+
+
+@dataclass(frozen=True)
+class StoreRecord:
+    """One try at generating text for a caption, with how it was made and whether it was kept.
+
+    ``extra`` holds method-specific fields (e.g. a similarity score); they are stored at the top level
+    of the JSON object beside the common ones.
+    """
+
+    key: str
+    caption_id: int
+    text: str | None
+    source_text: str
+    method: str
+    backend: str
+    model: str
+    languages: list[str]
+    settings: dict[str, Any]
+    attempt: int
+    accepted: bool
+    reason: str | None = None
+    created: str = field(default_factory=utc_now)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        obj = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**obj, **self.extra}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> StoreRecord:
+        """The record of a decoded JSON line; ``ValueError`` says which field is missing or mistyped."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+        for name, types in _FIELD_TYPES.items():
+            if name not in obj:
+                raise ValueError(f"missing field {name!r}")
+            value = obj[name]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise ValueError(f"field {name!r} has the wrong type ({type(value).__name__})")
+        if obj["accepted"] and obj["text"] is None:
+            raise ValueError("an accepted record has no text")
+        common = {name: obj[name] for name in _FIELD_TYPES}
+        extra = {name: value for name, value in obj.items() if name not in _FIELD_TYPES}
+        return cls(**common, extra=extra)
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "key": (str,),
+    "caption_id": (int,),
+    "text": (str, type(None)),
+    "source_text": (str,),
+    "method": (str,),
+    "backend": (str,),
+    "model": (str,),
+    "languages": (list,),
+    "settings": (dict,),
+    "attempt": (int,),
+    "accepted": (bool,),
+    "reason": (str, type(None)),
+    "created": (str,),
+}
+
+
+@dataclass
+class KeyProgress:
+    """What the store holds for one key: tries recorded, outputs rejected, whether one was kept, and the
+    caption text it was made from (of the latest try)."""
+
+    tries: int = 0
+    rejected: int = 0
+    accepted: bool = False
+    source_text: str = ""
+
+    def finished(self, max_attempts: int = 1) -> bool:
+        """True once an output was accepted or ``max_attempts`` outputs were rejected."""
+        return self.accepted or self.rejected >= max_attempts
+
+
+class CaptionStore:
+    """An append-only JSONL caption store at ``path`` (the file appears with the first append)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __iter__(self) -> Iterator[StoreRecord]:
+        """Every complete record in file order (a torn last line is skipped with a warning)."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.endswith(b"\n"):
+                    log.warning("%s: ignoring a torn last line left by an interrupted write", self.path)
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    yield StoreRecord.from_json(json.loads(line))
+                except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+                    raise DataError(
+                        f"caption store {self.path}, line {number}: not a valid record ({err}); "
+                        "fix or delete that line"
+                    ) from None
+
+    def progress(self) -> dict[str, KeyProgress]:
+        """Per key: how many tries, how many rejected outputs, whether an output was accepted."""
+        out: dict[str, KeyProgress] = {}
+        for rec in self:
+            state = out.setdefault(rec.key, KeyProgress())
+            state.tries += 1
+            state.accepted = state.accepted or rec.accepted
+            state.rejected += not rec.accepted and rec.text is not None
+            state.source_text = rec.source_text
+        return out
+
+    def done_keys(self, max_attempts: int = 1) -> set[str]:
+        """Keys that need no more work: one output accepted, or ``max_attempts`` outputs rejected."""
+        return {key for key, state in self.progress().items() if state.finished(max_attempts)}
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[CaptionStore]:
+        """Hold the store for one job: no other process may fill it meanwhile; a torn tail is dropped."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"caption store {self.path} is being written by another process; wait for it to "
+                    "finish or write to another store"
+                ) from None
+            self._drop_torn_tail()
+            yield self
+
+    def append(self, records: Iterable[StoreRecord]) -> None:
+        """Append ``records`` and fsync them: once this returns they survive a crash."""
+        data = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records).encode()
+        if not data:
+            return
+        created = not self.path.exists()
+        with open(self.path, "ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if created:  # make the new directory entry durable as well
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _drop_torn_tail(self) -> None:
+        """Cut the file after its last newline, so the next append starts on a fresh line."""
+        with open(self.path, "r+b") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0 or (fh.seek(size - 1), fh.read(1))[1] == b"\n":
+                return
+            keep, end = 0, size
+            while end > 0:
+                start = max(0, end - 65536)
+                fh.seek(start)
+                newline = fh.read(end - start).rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                end = start
+            log.warning(
+                "%s: dropping a torn last line (%d bytes) left by an interrupted write",
+                self.path,
+                size - keep,
+            )
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def accepted_texts(paths: Iterable[str | Path], method: str | None = None) -> dict[int, list[str]]:
+    """Caption id -> the accepted texts of the stores at ``paths`` (optionally of one ``method`` only).
+
+    Each key contributes its first accepted record per store.
+    """
+    out: dict[int, list[str]] = {}
+    for path in paths:
+        store = CaptionStore(path)
+        if not store.path.is_file():
+            raise DataError(
+                f"caption store {store.path} does not exist; create it first (e.g. with "
+                "`tbpr augment backtranslate`) or fix the path in data.text_augment.stores"
+            )
+        seen: set[str] = set()
+        for rec in store:
+            if rec.accepted and rec.key not in seen and (method is None or rec.method == method):
+                seen.add(rec.key)
+                out.setdefault(rec.caption_id, []).append(rec.text)
+    return out
