@@ -6,6 +6,8 @@ import argparse
 import shlex
 from pathlib import Path
 
+from tbpr.cli.options import add_set_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,13 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("grid", help="shipped grid name (e.g. table1-tricks-small) or a grid YAML file")
     p.add_argument("--data", help="dataset folder for every variant (shortcut for --set data.path=...)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/ablate/<grid name>)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value in every variant, after the grid's own (repeatable; values are YAML)",
+    add_set_option(
+        p, "override a config value in every variant, after the grid's own (repeatable; values are YAML)"
     )
     p.add_argument(
         "--only",

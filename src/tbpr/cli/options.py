@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+_RECIPE_DIR = (
+    Path(__file__).resolve().parent.parent / "configs"
+)  # = tbpr.train.config.RECIPE_DIR, without torch
 
 
 def add_config_options(p: argparse.ArgumentParser, default_recipe: str = "cpu-small") -> None:
     """``--config`` (a shipped recipe or YAML file) and repeatable ``--set key=value`` overrides."""
+    shipped = ", ".join(sorted(path.stem for path in _RECIPE_DIR.glob("*.yaml")))
     p.add_argument(
         "--config",
         default=default_recipe,
-        help=f"shipped recipe name (cpu-small, clip-sdm) or a YAML file (default: {default_recipe})",
+        help=f"shipped recipe name ({shipped}) or a YAML file (default: {default_recipe})",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.lr=1e-4 (repeatable; values are YAML)",
-    )
+    add_set_option(p, "override a config value, e.g. --set optim.lr=1e-4 (repeatable; values are YAML)")
+
+
+def add_set_option(p: argparse.ArgumentParser, help: str) -> None:
+    """Repeatable ``--set KEY=VALUE`` config overrides, collected in ``args.overrides``."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def add_device_option(p: argparse.ArgumentParser, default: str | None = None) -> None:
