@@ -86,11 +86,20 @@ def _ddp_env():
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, synth_tiny):
-    args = [*MICRO, f"data.path={synth_tiny}", "max_steps=4", "eval_every=0"]
+@pytest.mark.parametrize(
+    ("recipe", "extra"),
+    [
+        ("cpu-small", []),
+        # second views, SimCLR heads, a frozen layer, soft labels and text augmentation on the workers;
+        # dropout off, since its noise is drawn per process
+        ("tbps-clip-small", ["model.text_attn_dropout=0.0"]),
+    ],
+)
+def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, synth_tiny, recipe, extra):
+    args = [*MICRO, f"data.path={synth_tiny}", "max_steps=4", "eval_every=0", *extra]
     sets = [x for a in args for x in ("--set", a)]
     single = tmp_path / "single"
-    assert main(["train", "--config", "cpu-small", *sets, "--out", str(single)]) == 0
+    assert main(["train", "--config", recipe, *sets, "--out", str(single)]) == 0
     ddp = tmp_path / "ddp"
     cmd = [
         sys.executable,
@@ -103,7 +112,7 @@ def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, synth
         "tbpr",
         "train",
         "--config",
-        "cpu-small",
+        recipe,
         *sets,
         "--out",
         str(ddp),
