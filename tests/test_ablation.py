@@ -14,6 +14,7 @@ from tbpr.cli import main
 from tbpr.config import to_dict
 from tbpr.errors import ConfigError
 from tbpr.train import ablation as A
+from tbpr.train import load_config
 from tbpr.train.engine import Trainer
 
 MICRO = [
@@ -303,6 +304,7 @@ SHIPPED = sorted(A.GRID_DIR.glob("*.yaml"))
 def test_every_paper_table_ships_as_a_gpu_and_a_cpu_grid():
     names = {p.stem for p in SHIPPED}
     tables = ["table1-tricks", "table2-image-aug", "table3-text-aug", "table4-aug-combos", "table5-losses"]
+    tables.append("table16-few-shot")
     assert names == {*tables, *(f"{t}-small" for t in tables)}
 
 
@@ -319,3 +321,13 @@ def test_shipped_grids_resolve_every_variant(path, tmp_path):
         assert [v.name for v in grid.variants] == [v.name for v in gpu.variants]
     else:
         assert {rv.config.model.arch for rv in run.variants} == {"ViT-B-16"}
+
+
+def test_a_variant_may_start_from_its_own_recipe(tmp_path):
+    grid, path = A.load_grid("table16-few-shot-small")
+    run = A.Ablation(grid, path, tmp_path / "out", ["data.path=data/synthpedes-small"])
+    rows = {rv.variant.slug: rv.config for rv in run.variants}
+    assert rows["tbps-clip-5pc"].losses == load_config("tbps-clip-small").losses  # the row's own base
+    assert rows["clip-5pc"].losses == {"clip_itc": 1.0}  # the grid's base
+    assert rows["coop-1pc"].model.tuning == "coop" and rows["coop-1pc"].data.train_fraction == 0.01
+    assert rows["clip-adapter-10pc"].model.tuning == "clip-adapter"

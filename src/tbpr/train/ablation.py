@@ -51,6 +51,7 @@ class Variant:
     overrides: list[str] = field(default_factory=list)
     slug: str | None = None  # default: the name in lower case, runs of other characters as '-'
     section: str | None = None  # a heading row before this one (the paper's "The group of removal:")
+    base: str | None = None  # this row's recipe, if not the grid's (e.g. comparing recipes, Tables 11/16)
 
 
 @dataclass
@@ -120,6 +121,8 @@ def load_grid(name_or_path: str | Path) -> tuple[Grid, Path]:
                 f"{where}.slug: {variant.slug!r} cannot name a run folder; give a slug of lower-case "
                 "letters, digits, '.', '_' or '-'"
             )
+        if variant.base and variant.base.endswith((".yaml", ".yml")):
+            variant.base = str(grid_path(variant.base, path.parent))
         grid.variants.append(variant)
     _check_grid(grid, path)
     if grid.base.endswith((".yaml", ".yml")):
@@ -230,7 +233,7 @@ class Ablation:
                 own = stacked = [*stacked, *v.overrides]
             overrides = [*self.grid.overrides, *own, *extra]
             try:
-                cfg = load_config(self.grid.base, overrides)
+                cfg = load_config(v.base or self.grid.base, overrides)
             except ConfigError as err:
                 raise ConfigError(f"{self.grid_file}: variant {v.name!r}: {err}") from err
             cfg.output_dir = str(self.out / v.slug)
@@ -353,9 +356,11 @@ class Ablation:
             rows.append([rv.variant.name, *(_number(v) for v in values.values()), *deltas])
 
         lines = [f"# {grid.title}", ""]
+        own = sorted({v.base for v in grid.variants if v.base})
+        own_bases = f" (some rows start from {', '.join(f'`{b}`' for b in own)})" if own else ""
         data = ", ".join(f"`{d}`" for d in dict.fromkeys(d for rv in self.variants for d in rv.datasets))
         lines.append(
-            f"Base recipe `{grid.base}`; {DIRECTIONS[grid.direction]} retrieval on the {SPLIT} split of "
+            f"Base recipe `{grid.base}`{own_bases}; {DIRECTIONS[grid.direction]} retrieval on the {SPLIT} split of "
             f"{data}, with each run's 'best' checkpoint (chosen on the validation split; the final model "
             f"when a run does not validate). Δ: {label[first]} minus the first row's."
         )
