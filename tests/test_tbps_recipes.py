@@ -1,6 +1,7 @@
 """TBPS-CLIP recipes in the engine: shipped configs load and train, views, soft-label ramp, few-shot, init.pt."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -128,3 +129,39 @@ def test_train_fraction_keeps_whole_identities(tmp_path, synth_tiny):
     assert sorted({rec.pid for rec in kept.images}) == list(range(kept.num_ids()))  # contiguous pids
     with pytest.raises(ConfigError, match="train_fraction"):
         load_config("cpu-small", ["data.train_fraction=0"])
+
+
+def test_back_translations_come_from_a_store_inside_the_dataset_folder(tmp_path, synth_tiny):
+    from tbpr.generate.store import CaptionStore, StoreRecord, record_key, utc_now
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_tiny, data)
+    captions = read_dataset(data).split("train").captions
+    CaptionStore(data / "bt.jsonl").append(
+        [
+            StoreRecord(
+                key=record_key(c.id),
+                caption_id=c.id,
+                text=f"translated caption number {c.id}",
+                source_text=c.text,
+                method="back_translation",
+                backend="test",
+                model="none",
+                languages=["en", "fr", "en"],
+                settings={},
+                attempt=1,
+                accepted=True,
+                reason=None,
+                created=utc_now(),
+            )
+            for c in captions
+        ]
+    )
+    overrides = [*MICRO, f"data.path={data}", f"output_dir={tmp_path / 'run'}"]
+    overrides.append("data.text_augment={ops: {back_translation: 1.0}, stores: [bt.jsonl]}")
+    trainer = Trainer(load_config("cpu-small", overrides))
+    pairs = trainer.loader.dataset.dataset
+    tokenizer = Tokenizer(77)
+    for index in (0, 5):
+        caption_id = pairs.manifest.captions[index].id
+        assert tokenizer.decode(pairs[index]["tokens"]) == f"translated caption number {caption_id}"
