@@ -165,3 +165,12 @@ def test_back_translations_come_from_a_store_inside_the_dataset_folder(tmp_path,
     for index in (0, 5):
         caption_id = pairs.manifest.captions[index].id
         assert tokenizer.decode(pairs[index]["tokens"]) == f"translated caption number {caption_id}"
+
+
+def test_init_checkpoint_can_be_turned_off(tmp_path, synth_tiny):
+    cfg = load_config(
+        "cpu-small",
+        [*MICRO, f"data.path={synth_tiny}", f"output_dir={tmp_path}", "max_steps=1", "save_init=false"],
+    )
+    run = train(cfg)
+    assert (run / "checkpoints/last.pt").exists() and not (run / "checkpoints/init.pt").exists()

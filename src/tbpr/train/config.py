@@ -71,7 +71,9 @@ class TrainConfig:
     log_every: int = 10
     max_steps: int | None = None  # stop after this many optimizer steps (for tests and smoke runs)
     device: str | None = None  # default: cuda if available, else cpu
-    save_init: bool = True  # write checkpoints/init.pt (the starting weights) when a run starts
+    # checkpoints/init.pt (the starting weights, for `tbpr analyze modules`); None: only when they cannot be
+    # rebuilt from model.pretrained, i.e. for a random initialization
+    save_init: bool | None = None
 
 
 def recipe_path(name_or_path: str) -> Path:

@@ -176,7 +176,7 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl", self.main)
         if resuming:
             self._load_state(last)
-        elif self.main and cfg.save_init:  # the starting weights, for `tbpr analyze modules` (C2)
+        elif self.main and (cfg.save_init or (cfg.save_init is None and cfg.model.pretrained is None)):
             atomic_torch_save(
                 {**model_payload(self.model), "config": to_dict(cfg)}, self.ckpt_dir / "init.pt"
             )
