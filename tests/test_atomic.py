@@ -24,3 +24,12 @@ def test_write_text_creates_parents_and_replaces(tmp_path):
     write_text(target, "one")
     write_text(target, "two ✓")
     assert target.read_text(encoding="utf-8") == "two ✓"
+
+
+def test_written_files_get_the_usual_permissions_not_the_temp_files(tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    target = write_text(tmp_path / "report.md", "x")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

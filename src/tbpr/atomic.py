@@ -1,6 +1,7 @@
 """Atomic file writes: a temp file beside the target, renamed over it only when complete.
 
-An interrupted write never leaves a half-written file under the target's name.
+An interrupted write never leaves a half-written file under the target's name. The file gets the
+permissions a plain ``open(path, "w")`` would give it (0o666 less the umask), not the temp file's 0o600.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+_UMASK = os.umask(0)  # read once, at import, when no other thread can be creating files
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(binary_file)`` on a temp file next to ``path``, then rename it to ``path``."""
@@ -21,6 +25,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
