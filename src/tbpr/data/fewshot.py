@@ -9,14 +9,19 @@ from tbpr.data.schema import Manifest
 from tbpr.errors import ConfigError, DataError
 
 
+def check_fraction(fraction: float) -> None:
+    """``data.train_fraction`` must be in (0, 1]."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"data.train_fraction={fraction}: expected a fraction in (0, 1]")
+
+
 def sample_identities(manifest: Manifest, fraction: float, seed: int) -> Manifest:
     """Keep ``round(fraction * num_ids)`` identities (at least one), chosen by ``seed``, whole.
 
     Every image and caption of a kept identity stays; the kept person ids are renumbered 0..N-1 in
     their original order, as the training split requires (see ``tbpr.data.schema.Manifest``).
     """
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"data.train_fraction={fraction}: expected a fraction in (0, 1]")
+    check_fraction(fraction)
     pids = sorted({rec.pid for rec in manifest.images})
     if not pids:
         raise DataError(f"{manifest.name}: the training split has no images to sample identities from")

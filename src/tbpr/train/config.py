@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tbpr.config import apply_overrides, from_dict, load_yaml
+from tbpr.data.fewshot import check_fraction
 from tbpr.data.image_augment import ImageAugConfig
 from tbpr.errors import ConfigError
 from tbpr.losses import LossParams, check_loss_weights, required_ss_heads, required_views
@@ -94,8 +95,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> T
     data = load_yaml(recipe_path(name_or_path)) if name_or_path else {}
     cfg = from_dict(TrainConfig, apply_overrides(data, list(overrides)))
     cfg.losses = check_loss_weights(cfg.losses)
-    if not 0 < cfg.data.train_fraction <= 1:
-        raise ConfigError(f"data.train_fraction={cfg.data.train_fraction}: expected a fraction in (0, 1]")
+    check_fraction(cfg.data.train_fraction)  # at load time, before any data is read
     # SimCLR heads follow from the losses (saved in config.yaml, so checkpoints rebuild them)
     cfg.model.ss_heads = [
         t for t in ("image", "text") if t in {*cfg.model.ss_heads, *required_ss_heads(cfg.losses)}
