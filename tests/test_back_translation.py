@@ -119,7 +119,7 @@ def test_marian_back_translation_through_the_cli(tmp_path, synth_tiny, train_spl
     argv += ["--model-fwd", str(marian_models[0]), "--model-back", str(marian_models[1])]
     argv += ["--batch-size", "4", "--limit", "8", "--max-tokens", "6", "--num-beams", "2"]
     assert main(argv) == 0
-    assert "8 captions, 0 already done" in capsys.readouterr().out
+    assert "8 wanted, 0 already done" in capsys.readouterr().out
     records = list(CaptionStore(store))
     captions = sorted(train_split.captions, key=lambda c: c.id)[:8]
     assert [r.key for r in records] == [f"{c.id}:0" for c in captions]
@@ -170,7 +170,7 @@ def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path, train_s
         fh.write(b'{"key": "99:0", "caption_id": 99, "te')
 
     summary = back_translate(train_split, store, marian(marian_models), batch_size=3, limit=12)
-    assert (summary.captions, summary.skipped) == (12, 6)
+    assert (summary.wanted, summary.skipped) == (12, 6)
     assert store.read_bytes().startswith(finished)
     keys = [r.key for r in CaptionStore(store)]
     wanted = [f"{c.id}:0" for c in sorted(train_split.captions, key=lambda c: c.id)[:12]]
@@ -256,7 +256,7 @@ def test_chat_back_translation_against_a_real_server(tmp_path, synth_tiny, llm_s
     argv = ["augment", "backtranslate", "--data", str(synth_tiny), "--out", str(store), "--backend", "openai"]
     argv += ["--base-url", fault_proxy.url, "--limit", "2", "--max-tokens", "12", "--concurrency", "2"]
     assert main(argv) == 0
-    assert "2 captions" in capsys.readouterr().out
+    assert "2 wanted" in capsys.readouterr().out
     records = list(CaptionStore(store))
     assert [r.attempt for r in records] == [1, 1]
     first = records[0]

@@ -123,16 +123,19 @@ class ChatClient:
                 )
             self._served_model = self.model or reply[1] or "unknown"
 
-    def complete(self, messages: Messages) -> str | Failure:
-        """The reply text of one conversation, or why there is none."""
+    def complete(self, messages: Messages, overrides: dict[str, Any] | None = None) -> str | Failure:
+        """The reply text of one conversation, or why there is none; ``overrides`` replace settings
+        fields for this request (e.g. its ``seed``)."""
         self.check()
-        reply = self._request(messages, self.settings.request_fields())
+        reply = self._request(messages, {**self.settings.request_fields(), **(overrides or {})})
         return reply if isinstance(reply, Failure) else reply[0]
 
-    def complete_many(self, conversations: Sequence[Messages]) -> list[str | Failure]:
+    def complete_many(
+        self, conversations: Sequence[Messages], overrides: Sequence[dict[str, Any] | None] | None = None
+    ) -> list[str | Failure]:
         """``complete`` over many conversations, ``concurrency`` at a time, in input order."""
         self.check()
-        return list(self._pool.map(self.complete, conversations))
+        return list(self._pool.map(self.complete, conversations, overrides or [None] * len(conversations)))
 
     def _request(self, messages: Messages, fields: dict[str, Any]) -> tuple[str, str | None] | Failure:
         body = {**({"model": self.model} if self.model else {}), "messages": messages, **fields}

@@ -8,15 +8,15 @@ Captions the store already holds are skipped, so an interrupted job continues wh
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from tqdm import tqdm
 
 from tbpr.data.schema import CaptionRecord, Manifest
-from tbpr.errors import ConfigError, DataError
+from tbpr.errors import ConfigError
 from tbpr.generate.chat import ChatClient, Failure
+from tbpr.generate.jobs import JobSummary, check_same_captions
 from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, record_key
 
 log = logging.getLogger(__name__)
@@ -158,17 +158,6 @@ class ChatTranslator:
         return [reply if isinstance(reply, Failure) else reply.strip() for reply in replies]
 
 
-@dataclass
-class BackTranslationSummary:
-    """Counts of one ``back_translate`` run (``skipped``: captions the store already had)."""
-
-    captions: int
-    skipped: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    failed: int = 0
-
-
 def _outcome(
     fwd: str | Failure, back: str | Failure | None, src: str, pivot: str
 ) -> tuple[str | None, bool, str | None]:
@@ -192,7 +181,7 @@ def back_translate(
     source: str = "en",
     batch_size: int = 32,
     limit: int | None = None,
-) -> BackTranslationSummary:
+) -> JobSummary:
     """Back-translate the captions of ``manifest`` (the training split) into the store at ``store_path``.
 
     ``limit`` keeps the first captions by id. Each batch's records are fsynced before the next batch;
@@ -200,11 +189,11 @@ def back_translate(
     Empty translations are recorded as rejected.
     """
     captions = sorted(manifest.captions, key=lambda c: c.id)[:limit]
-    summary = BackTranslationSummary(len(captions))
+    summary = JobSummary(len(captions))
     store = CaptionStore(store_path)
     with store.exclusive():
         progress = store.progress()
-        _check_same_captions(store, progress, captions)
+        check_same_captions(store, progress, captions)
         pending = [c for c in captions if not _finished(progress.get(record_key(c.id)))]
         summary.skipped = len(captions) - len(pending)
         if summary.skipped:
@@ -214,10 +203,7 @@ def back_translate(
                 batch = pending[start : start + batch_size]
                 records = _translate_batch(batch, translator, source, pivot, progress)
                 store.append(records)
-                for rec in records:
-                    summary.accepted += rec.accepted
-                    summary.rejected += not rec.accepted and rec.text is not None
-                    summary.failed += rec.text is None
+                summary.count(records)
                 bar.update(len(batch))
     log.info("%s: %s", store.path, summary)
     return summary
@@ -225,20 +211,6 @@ def back_translate(
 
 def _finished(state: KeyProgress | None) -> bool:
     return state is not None and state.finished()
-
-
-def _check_same_captions(
-    store: CaptionStore, progress: dict[str, KeyProgress], captions: list[CaptionRecord]
-) -> None:
-    """Refuse to continue a store that was made from other captions under the same ids."""
-    for caption in captions:
-        state = progress.get(record_key(caption.id))
-        if state is not None and state.source_text != caption.text:
-            raise DataError(
-                f"caption store {store.path} holds caption {caption.id} as {state.source_text!r}, but the "
-                f"dataset has {caption.text!r}: the store was made from another dataset (or version); "
-                "write to a new store"
-            )
 
 
 def _translate_batch(

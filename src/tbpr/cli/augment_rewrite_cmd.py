@@ -1,0 +1,122 @@
+"""``tbpr augment rewrite``: LLM-DA's caption rewriting with the Text Faithfulness Filter."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+from tbpr.cli.generation_options import (
+    add_chat_options,
+    add_data_options,
+    add_filter_options,
+    chat_client,
+    filter_config,
+    train_split,
+)
+from tbpr.cli.options import add_device_option
+
+
+def register_rewrite_command(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser(
+        "rewrite",
+        help="rewrite every training caption with an LLM, keeping faithful rewrites (LLM-DA)",
+        description="Ask an LLM to rewrite every training caption (LLM-DA), judge each rewrite with the Text "
+        "Faithfulness Filter (sentence-embedding similarity >= alpha, plus a colour/garment consistency "
+        "check) and ask again for rejected ones, up to --max-attempts. Every try is appended with its "
+        "provenance to the caption store OUT; rerunning the command continues where it stopped. Training "
+        "uses the store through data.text_augment (ops: {llm_rewrite: BETA}, stores: [OUT]).",
+    )
+    add_data_options(p)
+    p.add_argument(
+        "--backend",
+        choices=("openai", "transformers"),
+        default="openai",
+        help="openai: any OpenAI-compatible chat server (vLLM, Ollama, llama.cpp, transformers serve, hosted "
+        "APIs); transformers: a causal LM run in this process (default: openai)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="openai: model name sent with each request (servers with one model need none); transformers: "
+        "hub name, local folder or .gguf file (required)",
+    )
+    p.add_argument(
+        "--prompt",
+        default="paper",
+        metavar="NAME|FILE",
+        help="'paper' (the caption + 'Rewrite this image caption.'), 'few-shot' (a system message and three "
+        "examples, for small models) or a YAML template file (see docs/llm-da.md) (default: paper)",
+    )
+    p.add_argument(
+        "--per-caption", type=int, default=1, metavar="N", help="rewrites wanted per caption (default: 1)"
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="rewrites asked per wanted one before the caption keeps none (default: 3)",
+    )
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="process only the captions whose id is I modulo N (run N shards on N machines, then "
+        "`tbpr augment merge`) (default: 0/1, everything)",
+    )
+    gen = p.add_argument_group("generation")
+    gen.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
+    gen.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default: 0.9)")
+    gen.add_argument("--max-tokens", type=int, default=96, help="longest rewrite, in tokens (default: 96)")
+    gen.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="job seed; each request's seed derives from it, the caption id and the attempt (default: 0)",
+    )
+    local = p.add_argument_group("transformers backend")
+    local.add_argument(
+        "--gen-batch-size", type=int, default=16, help="prompts generated at once (default: 16)"
+    )
+    add_device_option(local, default="cpu")
+    chat = p.add_argument_group("openai backend")
+    add_chat_options(chat)
+    add_filter_options(p)
+    p.set_defaults(func=_rewrite)
+
+
+def _rewrite(args: argparse.Namespace) -> int:
+    from tbpr.errors import ConfigError
+    from tbpr.generate.chat import ChatSettings
+    from tbpr.generate.faithfulness import FaithfulnessFilter
+    from tbpr.generate.jobs import Shard
+    from tbpr.generate.llm import ChatBackend, TransformersBackend
+    from tbpr.generate.prompts import get_prompt
+    from tbpr.generate.rewrite import rewrite_captions
+
+    prompt = get_prompt(args.prompt)
+    shard = Shard.parse(args.shard)
+    settings = ChatSettings(args.temperature, args.top_p, args.max_tokens)
+    manifest = train_split(args)
+    with contextlib.ExitStack() as stack:
+        if args.backend == "transformers":
+            if not args.model:
+                raise ConfigError("--backend transformers needs --model (a hub name, folder or .gguf file)")
+            backend = TransformersBackend(args.model, args.device, args.gen_batch_size, settings)
+        else:
+            backend = ChatBackend(stack.enter_context(chat_client(args, settings)))
+        judge = FaithfulnessFilter(filter_config(args, args.device), prompt.instruction_texts())
+        summary = rewrite_captions(
+            manifest,
+            args.out,
+            backend,
+            prompt,
+            judge,
+            per_caption=args.per_caption,
+            max_attempts=args.max_attempts,
+            shard=shard,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            seed=args.seed,
+        )
+    print(summary.line(args.out))
+    return 0

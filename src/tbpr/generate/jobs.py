@@ -1,0 +1,81 @@
+"""What every caption-generation job shares: shards, the same-captions check, and the run summary."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tbpr.data.schema import CaptionRecord
+from tbpr.errors import ConfigError, DataError
+from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, record_key
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Slice ``index`` of ``count``: the captions whose id is ``index`` modulo ``count``.
+
+    Membership depends on the caption id alone, so every machine computes the same slices whatever
+    order or subset of the data it reads, and the slices of ``0/N`` .. ``N-1/N`` cover each caption once.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"i/N"`` with 0 <= i < N."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match or not 0 <= int(match[1]) < int(match[2]):
+            raise ConfigError(f"--shard {text!r}: expected i/N with 0 <= i < N, e.g. 0/4 (the first of four)")
+        return cls(int(match[1]), int(match[2]))
+
+    def __contains__(self, caption_id: int) -> bool:
+        return caption_id % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass
+class JobSummary:
+    """Counts of one generation run. ``skipped``: outputs the store already had; ``exhausted``: outputs
+    that got no accepted text after the allowed attempts (they keep none; the store says why)."""
+
+    wanted: int
+    skipped: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    exhausted: int = 0
+
+    def count(self, records: Sequence[StoreRecord]) -> None:
+        for rec in records:
+            self.accepted += rec.accepted
+            self.rejected += not rec.accepted and rec.text is not None
+            self.failed += rec.text is None
+
+    def line(self, store: str) -> str:
+        none = f", {self.exhausted} got none after every attempt" if self.exhausted else ""
+        return (
+            f"{store}: {self.wanted} wanted, {self.skipped} already done, {self.accepted} accepted, "
+            f"{self.rejected} rejected, {self.failed} failed requests{none} (rerun to retry failed requests)"
+        )
+
+
+def check_same_captions(
+    store: CaptionStore,
+    progress: dict[str, KeyProgress],
+    captions: Sequence[CaptionRecord],
+    per_caption: int = 1,
+) -> None:
+    """Refuse to continue a store that was made from other captions under the same ids."""
+    for caption in captions:
+        for n in range(per_caption):
+            state = progress.get(record_key(caption.id, n))
+            if state is not None and state.source_text != caption.text:
+                raise DataError(
+                    f"caption store {store.path} holds caption {caption.id} as {state.source_text!r}, but "
+                    f"the dataset has {caption.text!r}: the store was made from another dataset (or "
+                    "version); write to a new store"
+                )

@@ -1,0 +1,180 @@
+"""LLM-DA's rewriting job: every training caption rewritten by an LLM, each rewrite judged by the Text
+Faithfulness Filter, the unfaithful ones asked again, all of it recorded in a caption store.
+
+For each caption the job wants ``per_caption`` rewrites (store keys ``"<id>:0"`` .. ``"<id>:<n-1>"``). A
+batch of keys is sent to the backend; each reply is judged; rejected keys are asked again (with a new
+seed) until they have an accepted rewrite or ``max_attempts`` rejected ones — then they keep none, and
+the store says why. Every try is appended (fsynced) before the next, so an interrupted job continues
+where it stopped. Failed requests (the server gave nothing usable) are recorded with their reason and do
+not count as attempts: a rerun asks again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm import tqdm
+
+from tbpr.data.schema import CaptionRecord, Manifest
+from tbpr.errors import ConfigError
+from tbpr.generate.chat import Failure
+from tbpr.generate.jobs import JobSummary, Shard, check_same_captions
+from tbpr.generate.llm import TextBackend
+from tbpr.generate.prompts import PromptTemplate
+from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, record_key
+
+log = logging.getLogger(__name__)
+
+METHOD = "llm_rewrite"
+
+
+class Verdict(Protocol):
+    text: str
+    accepted: bool
+    reason: str | None
+    similarity: float | None
+    attributes: dict | None
+
+
+class Judge(Protocol):
+    """Cleans and judges rewrites (``tbpr.generate.faithfulness.FaithfulnessFilter``)."""
+
+    @property
+    def settings(self) -> dict[str, Any]: ...
+
+    def judge(self, originals: list[str], raw_rewrites: list[str]) -> list[Verdict]: ...
+
+
+def request_seed(seed: int, caption_id: int, n: int, attempt: int) -> int:
+    """The seed of one request: fixed by the job seed and the request's key and attempt."""
+    digest = hashlib.sha256(f"{seed}:{caption_id}:{n}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class _Job:
+    backend: TextBackend
+    prompt: PromptTemplate
+    judge: Judge
+    shard: Shard
+    seed: int
+
+    def records(
+        self, work: list[tuple[CaptionRecord, int]], progress: dict[str, KeyProgress]
+    ) -> list[StoreRecord]:
+        """One try for each ``(caption, n)`` of ``work``."""
+        attempts = [progress.get(record_key(c.id, n), KeyProgress()).tries + 1 for c, n in work]
+        seeds = [request_seed(self.seed, c.id, n, a) for (c, n), a in zip(work, attempts)]
+        replies = self.backend.generate([self.prompt.messages(c.text) for c, _ in work], seeds)
+        answered = [i for i, reply in enumerate(replies) if not isinstance(reply, Failure)]
+        verdicts = dict(
+            zip(
+                answered,
+                self.judge.judge([work[i][0].text for i in answered], [replies[i] for i in answered]),
+                strict=True,
+            )
+        )
+        common = {
+            "prompt_hash": self.prompt.hash(),
+            "filter": self.judge.settings,
+            "shard": str(self.shard) if self.shard.count > 1 else None,
+        }
+        out = []
+        for i, ((caption, n), reply) in enumerate(zip(work, replies)):
+            verdict = verdicts.get(i)
+            extra = {**common, "similarity": None, "attributes": None}
+            if verdict is not None:
+                extra.update(similarity=verdict.similarity, attributes=verdict.attributes)
+                if verdict.text != reply:
+                    extra["raw_text"] = reply
+            out.append(
+                StoreRecord(
+                    key=record_key(caption.id, n),
+                    caption_id=caption.id,
+                    text=verdict.text if verdict else None,
+                    source_text=caption.text,
+                    method=METHOD,
+                    backend=self.backend.backend,
+                    model=self.backend.model,
+                    languages=["en"],
+                    settings={**self.backend.settings, "seed": seeds[i]},
+                    attempt=attempts[i],
+                    accepted=bool(verdict and verdict.accepted),
+                    reason=verdict.reason if verdict else reply.reason,
+                    extra=extra,
+                )
+            )
+        return out
+
+
+def rewrite_captions(
+    manifest: Manifest,
+    store_path: str | Path,
+    backend: TextBackend,
+    prompt: PromptTemplate,
+    judge: Judge,
+    per_caption: int = 1,
+    max_attempts: int = 3,
+    shard: Shard | None = None,
+    batch_size: int = 32,
+    limit: int | None = None,
+    seed: int = 0,
+) -> JobSummary:
+    """Rewrite the captions of ``manifest`` (the training split) into the store at ``store_path``.
+
+    ``limit`` keeps the first captions by id (before sharding); ``shard`` keeps the captions of one slice.
+    """
+    if per_caption < 1 or max_attempts < 1 or batch_size < 1:
+        raise ConfigError(
+            f"per_caption={per_caption}, max_attempts={max_attempts}, batch_size={batch_size}: each must be >= 1"
+        )
+    shard = shard or Shard()
+    captions = [c for c in sorted(manifest.captions, key=lambda c: c.id)[:limit] if c.id in shard]
+    work = [(caption, n) for caption in captions for n in range(per_caption)]
+    summary = JobSummary(len(work))
+    store = CaptionStore(store_path)
+    job = _Job(backend, prompt, judge, shard, seed)
+    with store.exclusive():
+        progress = store.progress()
+        check_same_captions(store, progress, captions, per_caption)
+        pending = [w for w in work if not _finished(progress, w, max_attempts)]
+        summary.skipped = len(work) - len(pending)
+        if summary.skipped:
+            log.info("%s: %d of %d rewrites already done", store.path, summary.skipped, len(work))
+        with tqdm(total=len(pending), desc="rewriting", unit="caption", disable=None) as bar:
+            for start in range(0, len(pending), batch_size):
+                batch = pending[start : start + batch_size]
+                for _ in range(max_attempts):
+                    todo = [w for w in batch if not _finished(progress, w, max_attempts)]
+                    if not todo:
+                        break
+                    records = job.records(todo, progress)
+                    store.append(records)
+                    summary.count(records)
+                    _update(progress, records)
+                summary.exhausted += sum(
+                    progress[record_key(c.id, n)].rejected >= max_attempts
+                    and not progress[record_key(c.id, n)].accepted
+                    for c, n in batch
+                )
+                bar.update(len(batch))
+    log.info(summary.line(str(store.path)))
+    return summary
+
+
+def _finished(progress: dict[str, KeyProgress], work: tuple[CaptionRecord, int], max_attempts: int) -> bool:
+    state = progress.get(record_key(work[0].id, work[1]))
+    return state is not None and state.finished(max_attempts)
+
+
+def _update(progress: dict[str, KeyProgress], records: Sequence[StoreRecord]) -> None:
+    for rec in records:
+        state = progress.setdefault(rec.key, KeyProgress(source_text=rec.source_text))
+        state.tries += 1
+        state.accepted = state.accepted or rec.accepted
+        state.rejected += not rec.accepted and rec.text is not None
