@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -67,6 +67,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.to_dict()), dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
+    # transformers serve only turns sampling off (temperature 0), never on: sample unless asked not to
+    model.generation_config.do_sample = True
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
@@ -79,7 +81,7 @@ def smollm2_folder() -> Path:
     """
     gguf = smollm2_gguf()
     root = cache_dir()
-    target = root / "smollm2-135m-instruct-fp32"
+    target = root / "smollm2-135m-instruct-fp32-sampling"
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".smollm2.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -94,11 +96,16 @@ def smollm2_folder() -> Path:
 
 
 @contextlib.contextmanager
-def transformers_serve(model_dir: Path, log_path: Path, timeout: float = 180.0) -> Iterator[str]:
-    """Run ``transformers serve`` for ``model_dir`` on a free loopback port; yield its ``/v1`` base URL."""
+def transformers_serve(
+    model_dir: Path, log_path: Path, timeout: float = 180.0, extra_args: Sequence[str] = ()
+) -> Iterator[str]:
+    """Run ``transformers serve`` for ``model_dir`` on a free loopback port; yield its ``/v1`` base URL.
+
+    ``extra_args`` are more ``transformers serve`` options (e.g. ``["--continuous-batching"]``)."""
     port = free_port()
     cli = Path(sys.executable).with_name("transformers")
-    cmd = [str(cli), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", str(model_dir)]
+    cmd = [str(cli), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *extra_args]
+    cmd.append(str(model_dir))
     # one compute thread: on a busy machine (parallel test workers) two spinning OpenMP threads make
     # generation about 5x slower than one
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -158,6 +165,11 @@ class FaultProxy:
         return len(self.headers)
 
     def reset(self, upstream: str | None = None, faults: list[int | str] = ()) -> None:
+        """Forget the last test: wait (up to 30 s) for its abandoned requests, e.g. ones a client timed out
+        on, so they do not count as this test's, then set the upstream and the faults."""
+        deadline = time.monotonic() + 30
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.upstream = upstream
         self.faults = deque(faults)
         self.headers = []

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 
+from tbpr.cli.augment_filter_cmd import register_filter_commands
 from tbpr.cli.augment_rewrite_cmd import register_rewrite_command
+from tbpr.cli.augment_status_cmd import register_status_commands
 from tbpr.cli.generation_options import add_chat_options, add_data_options, chat_client, train_split
 from tbpr.cli.options import add_device_option
 
@@ -20,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = augment.add_subparsers(dest="augment_command", metavar="ACTION", required=True)
     _register_backtranslate(actions)
     register_rewrite_command(actions)
+    register_status_commands(actions)
+    register_filter_commands(actions)
 
 
 def _register_backtranslate(actions: argparse._SubParsersAction) -> None:

@@ -68,6 +68,11 @@ def register_rewrite_command(actions: argparse._SubParsersAction) -> None:
     gen.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default: 0.9)")
     gen.add_argument("--max-tokens", type=int, default=96, help="longest rewrite, in tokens (default: 96)")
     gen.add_argument(
+        "--keep-truncated",
+        action="store_true",
+        help="judge replies cut off at --max-tokens like any other instead of rejecting them",
+    )
+    gen.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -117,6 +122,7 @@ def _rewrite(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             limit=args.limit,
             seed=args.seed,
+            keep_truncated=args.keep_truncated,
         )
     print(summary.line(args.out))
     return 0

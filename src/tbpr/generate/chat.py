@@ -35,6 +35,19 @@ class Failure:
     reason: str
 
 
+class Reply(str):
+    """A reply text that knows whether generation stopped at the token limit (``truncated``) and, when
+    the backend seeds whole batches, the batch's seed (``seed``; None: the request's own seed made it)."""
+
+    truncated: bool
+    seed: int | None
+
+    def __new__(cls, text: str, truncated: bool = False, seed: int | None = None) -> Reply:
+        reply = super().__new__(cls, text)
+        reply.truncated, reply.seed = truncated, seed
+        return reply
+
+
 @dataclass
 class ChatSettings:
     """Generation settings sent with every request (``None`` leaves a field to the server)."""
@@ -43,6 +56,13 @@ class ChatSettings:
     top_p: float | None = None
     max_tokens: int = 256
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.max_tokens < 1 or not (self.top_p is None or 0 < self.top_p <= 1):
+            raise ConfigError(
+                f"generation settings temperature={self.temperature}, top_p={self.top_p}, "
+                f"max_tokens={self.max_tokens}: need temperature >= 0, 0 < top_p <= 1, max_tokens >= 1"
+            )
 
     def request_fields(self) -> dict[str, Any]:
         return {name: value for name, value in asdict(self).items() if value is not None}
@@ -123,8 +143,8 @@ class ChatClient:
                 )
             self._served_model = self.model or reply[1] or "unknown"
 
-    def complete(self, messages: Messages, overrides: dict[str, Any] | None = None) -> str | Failure:
-        """The reply text of one conversation, or why there is none; ``overrides`` replace settings
+    def complete(self, messages: Messages, overrides: dict[str, Any] | None = None) -> Reply | Failure:
+        """The reply of one conversation, or why there is none; ``overrides`` replace settings
         fields for this request (e.g. its ``seed``)."""
         self.check()
         reply = self._request(messages, {**self.settings.request_fields(), **(overrides or {})})
@@ -132,12 +152,12 @@ class ChatClient:
 
     def complete_many(
         self, conversations: Sequence[Messages], overrides: Sequence[dict[str, Any] | None] | None = None
-    ) -> list[str | Failure]:
+    ) -> list[Reply | Failure]:
         """``complete`` over many conversations, ``concurrency`` at a time, in input order."""
         self.check()
         return list(self._pool.map(self.complete, conversations, overrides or [None] * len(conversations)))
 
-    def _request(self, messages: Messages, fields: dict[str, Any]) -> tuple[str, str | None] | Failure:
+    def _request(self, messages: Messages, fields: dict[str, Any]) -> tuple[Reply, str | None] | Failure:
         body = {**({"model": self.model} if self.model else {}), "messages": messages, **fields}
         response = self._post_with_retries(body)
         if isinstance(response, Failure):
@@ -158,7 +178,8 @@ class ChatClient:
         if not isinstance(text, str):
             return Failure(f"the reply's message content is {type(text).__name__}, not text")
         served = payload.get("model")
-        return text, served if isinstance(served, str) else None
+        truncated = choices[0].get("finish_reason") == "length"
+        return Reply(text, truncated), served if isinstance(served, str) else None
 
     def _post_with_retries(self, body: dict[str, Any]) -> httpx.Response | Failure:
         url = f"{self.base_url}/chat/completions"

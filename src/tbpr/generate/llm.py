@@ -7,8 +7,10 @@ return one reply text (or ``Failure``) per conversation, in order:
   hosted APIs), ``concurrency`` at a time, each with its own seed.
 - ``TransformersBackend``: a causal LM run in-process with batched generation (left padding). The model is
   a hub name, a local folder, or a ``.gguf`` file (transformers dequantizes it on load). Sampling is seeded
-  per generation batch with the seed of the batch's first conversation, so a rerun with the same batch
-  size reproduces its outputs.
+  per generation batch with the seed of the batch's first conversation (each reply carries it, and the
+  batch size is in ``settings``; the job records both), so a rerun with the same batch size reproduces its outputs.
+
+Replies are ``Reply`` strings: ``truncated`` says that generation stopped at ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tbpr.errors import ConfigError
-from tbpr.generate.chat import ChatClient, ChatSettings, Failure, Messages
+from tbpr.generate.chat import ChatClient, ChatSettings, Failure, Messages, Reply
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class TextBackend(Protocol):
     @property
     def settings(self) -> dict[str, Any]: ...
 
-    def generate(self, conversations: Sequence[Messages], seeds: Sequence[int]) -> list[str | Failure]: ...
+    def generate(self, conversations: Sequence[Messages], seeds: Sequence[int]) -> list[Reply | Failure]: ...
 
 
 class ChatBackend:
@@ -52,7 +54,7 @@ class ChatBackend:
     def settings(self) -> dict[str, Any]:
         return self.client.settings.request_fields()
 
-    def generate(self, conversations: Sequence[Messages], seeds: Sequence[int]) -> list[str | Failure]:
+    def generate(self, conversations: Sequence[Messages], seeds: Sequence[int]) -> list[Reply | Failure]:
         return self.client.complete_many(conversations, [{"seed": seed} for seed in seeds])
 
 
@@ -82,7 +84,7 @@ class TransformersBackend:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return self.chat.request_fields()
+        return {**self.chat.request_fields(), "generation_batch": self.batch_size}
 
     def load(self) -> tuple[Any, Any]:
         """Tokenizer and model (loaded on first use; a bad name is a ``ConfigError``)."""
@@ -116,7 +118,7 @@ class TransformersBackend:
             return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         return "\n\n".join(message["content"] for message in conversation) + "\n"
 
-    def generate(self, conversations: Sequence[Messages], seeds: Sequence[int]) -> list[str | Failure]:
+    def generate(self, conversations: Sequence[Messages], seeds: Sequence[int]) -> list[Reply | Failure]:
         import torch
 
         tokenizer, model = self.load()
@@ -125,7 +127,7 @@ class TransformersBackend:
         if sample:
             options["temperature"] = self.chat.temperature
             options["top_p"] = self.chat.top_p if self.chat.top_p is not None else 1.0
-        out: list[str | Failure] = []
+        out: list[Reply | Failure] = []
         for start in range(0, len(conversations), self.batch_size):
             prompts = [self.render(c) for c in conversations[start : start + self.batch_size]]
             inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -134,5 +136,16 @@ class TransformersBackend:
             with torch.inference_mode():
                 generated = model.generate(**inputs, **options, pad_token_id=tokenizer.pad_token_id)
             new = generated[:, inputs["input_ids"].shape[1] :]
-            out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+            ended = torch.isin(new, torch.tensor(_stop_ids(tokenizer, model), device=new.device)).any(dim=1)
+            ended = ended.tolist()
+            full = new.shape[1] >= self.chat.max_tokens
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            out.extend(Reply(t, full and not e, seeds[start]) for t, e in zip(texts, ended))
         return out
+
+
+def _stop_ids(tokenizer, model) -> list[int]:
+    """Token ids that end a reply: the tokenizer's end of sequence and the generation config's."""
+    configured = model.generation_config.eos_token_id
+    configured = configured if isinstance(configured, list) else [configured]
+    return sorted({i for i in [tokenizer.eos_token_id, *configured] if i is not None})

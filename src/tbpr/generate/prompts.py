@@ -69,6 +69,10 @@ class PromptTemplate:
             raise ConfigError(f"prompt file {path}: cannot be read as YAML ({err})") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("user"), str):
             raise ConfigError(f"prompt file {path}: needs a 'user' field (a template with {{caption}})")
+        if not isinstance(raw.get("system"), str | None):
+            raise ConfigError(
+                f"prompt file {path}: 'system' must be text, got {type(raw['system']).__name__}"
+            )
         unknown = raw.keys() - {"system", "user", "examples"}
         if unknown:
             raise ConfigError(

@@ -5,8 +5,9 @@ For each caption the job wants ``per_caption`` rewrites (store keys ``"<id>:0"``
 batch of keys is sent to the backend; each reply is judged; rejected keys are asked again (with a new
 seed) until they have an accepted rewrite or ``max_attempts`` rejected ones — then they keep none, and
 the store says why. Every try is appended (fsynced) before the next, so an interrupted job continues
-where it stopped. Failed requests (the server gave nothing usable) are recorded with their reason and do
-not count as attempts: a rerun asks again.
+where it stopped. Failed requests (the server gave nothing usable) are recorded with their reason
+(``text: null``) and do not count toward ``max_attempts``: they are asked again in the job's next round
+and on a rerun. A reply cut off at the token limit is rejected ("truncated at max_tokens").
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class _Job:
     judge: Judge
     shard: Shard
     seed: int
+    keep_truncated: bool
 
     def records(
         self, work: list[tuple[CaptionRecord, int]], progress: dict[str, KeyProgress]
@@ -88,10 +90,15 @@ class _Job:
         for i, ((caption, n), reply) in enumerate(zip(work, replies)):
             verdict = verdicts.get(i)
             extra = {**common, "similarity": None, "attributes": None}
+            accepted, reason = False, getattr(reply, "reason", None)
             if verdict is not None:
                 extra.update(similarity=verdict.similarity, attributes=verdict.attributes)
                 if verdict.text != reply:
-                    extra["raw_text"] = reply
+                    extra["raw_text"] = str(reply)
+                accepted, reason = verdict.accepted, verdict.reason
+                if accepted and getattr(reply, "truncated", False) and not self.keep_truncated:
+                    accepted, reason = False, "truncated at max_tokens (raise --max-tokens)"
+            seed = getattr(reply, "seed", None)  # the seed of a backend that seeds whole batches
             out.append(
                 StoreRecord(
                     key=record_key(caption.id, n),
@@ -102,10 +109,14 @@ class _Job:
                     backend=self.backend.backend,
                     model=self.backend.model,
                     languages=["en"],
-                    settings={**self.backend.settings, "seed": seeds[i]},
+                    settings={
+                        **self.backend.settings,
+                        "seed": seeds[i],
+                        **({} if seed is None else {"batch_seed": seed}),
+                    },
                     attempt=attempts[i],
-                    accepted=bool(verdict and verdict.accepted),
-                    reason=verdict.reason if verdict else reply.reason,
+                    accepted=accepted,
+                    reason=reason,
                     extra=extra,
                 )
             )
@@ -124,10 +135,12 @@ def rewrite_captions(
     batch_size: int = 32,
     limit: int | None = None,
     seed: int = 0,
+    keep_truncated: bool = False,
 ) -> JobSummary:
     """Rewrite the captions of ``manifest`` (the training split) into the store at ``store_path``.
 
     ``limit`` keeps the first captions by id (before sharding); ``shard`` keeps the captions of one slice.
+    ``keep_truncated`` lets the filter judge replies cut off at the token limit instead of rejecting them.
     """
     if per_caption < 1 or max_attempts < 1 or batch_size < 1:
         raise ConfigError(
@@ -137,8 +150,9 @@ def rewrite_captions(
     captions = [c for c in sorted(manifest.captions, key=lambda c: c.id)[:limit] if c.id in shard]
     work = [(caption, n) for caption in captions for n in range(per_caption)]
     summary = JobSummary(len(work))
+    log.info("rewriting with %s (%s)", backend.model, backend.backend)  # a chat server is checked here, first
     store = CaptionStore(store_path)
-    job = _Job(backend, prompt, judge, shard, seed)
+    job = _Job(backend, prompt, judge, shard, seed, keep_truncated)
     with store.exclusive():
         progress = store.progress()
         check_same_captions(store, progress, captions, per_caption)

@@ -210,11 +210,37 @@ class CaptionStore:
             os.fsync(fh.fileno())
 
 
-def accepted_texts(paths: Iterable[str | Path], method: str | None = None) -> dict[int, list[str]]:
-    """Caption id -> the accepted texts of the stores at ``paths`` (optionally of one ``method`` only).
+SELECTIONS = ("accepted", "all")
+# rejection reasons of the faithfulness filter (tbpr.generate.faithfulness): the rewrites the "all" selection uses
+FAITHFULNESS_REASONS = ("similarity", "attribute")
 
-    Each key contributes its first accepted record per store.
+
+def selected(rec: StoreRecord, select: str = "accepted") -> bool:
+    """Whether ``rec`` is usable text under ``select``.
+
+    ``"accepted"``: the record was kept. ``"all"`` (training without the faithfulness filter): also a
+    record rejected only by that filter (its reason starts with "similarity" or "attribute"); failed
+    tries (no text) and outputs a basic check rejected (empty, not English, ...) are never usable.
     """
+    if not rec.text:
+        return False
+    return rec.accepted or (select == "all" and (rec.reason or "").startswith(FAITHFULNESS_REASONS))
+
+
+def accepted_texts(
+    paths: Iterable[str | Path],
+    method: str | None = None,
+    select: str = "accepted",
+    min_similarity: float | None = None,
+) -> dict[int, list[str]]:
+    """Caption id -> the selected texts of the stores at ``paths`` (optionally of one ``method`` only).
+
+    Each key contributes its first record per store that is ``selected`` under ``select`` and, when
+    ``min_similarity`` is set, whose ``similarity`` field is at least that (records without one are
+    left out, and counted in a warning).
+    """
+    if select not in SELECTIONS:
+        raise ValueError(f"select={select!r}: expected one of {SELECTIONS}")
     out: dict[int, list[str]] = {}
     for path in paths:
         store = CaptionStore(path)
@@ -224,8 +250,25 @@ def accepted_texts(paths: Iterable[str | Path], method: str | None = None) -> di
                 "`tbpr augment backtranslate`) or fix the path in data.text_augment.stores"
             )
         seen: set[str] = set()
+        unscored = 0
         for rec in store:
-            if rec.accepted and rec.key not in seen and (method is None or rec.method == method):
-                seen.add(rec.key)
-                out.setdefault(rec.caption_id, []).append(rec.text)
+            if rec.key in seen or (method is not None and rec.method != method) or not selected(rec, select):
+                continue
+            if min_similarity is not None:
+                similarity = rec.extra.get("similarity")
+                if not isinstance(similarity, int | float) or isinstance(similarity, bool):
+                    unscored += 1
+                    continue
+                if similarity < min_similarity:
+                    continue
+            seen.add(rec.key)
+            out.setdefault(rec.caption_id, []).append(rec.text)
+        if unscored:
+            log.warning(
+                "%s: %d %s record(s) have no similarity score and are left out by min_similarity=%g",
+                store.path,
+                unscored,
+                method or "selected",
+                min_similarity,
+            )
     return out

@@ -1,2 +1,2 @@
 """Text augmentation: EDA word operations (``operations``), WordNet set-up (``wordnet``) and the
-training-time augmenter with back translation (``augment``)."""
+training-time augmenter with the caption-store ops (back translation, BSS over LLM rewrites) (``augment``)."""

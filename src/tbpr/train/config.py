@@ -31,7 +31,8 @@ class DataConfig:
     num_workers: int = 2
     hflip: bool = True
     augment: ImageAugConfig = field(default_factory=ImageAugConfig)  # TBPS-CLIP image augmentations
-    text_augment: TextAugConfig = field(default_factory=TextAugConfig)  # EDA ops, back translation
+    # EDA ops, caption-store ops (back translation, LLM rewrites with BSS), expansion by LLM rewrites
+    text_augment: TextAugConfig = field(default_factory=TextAugConfig)
     train_fraction: float = 1.0  # few-shot: keep this fraction of the training identities (seeded)
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -68,6 +69,8 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1  # epochs between validation runs (0: never, best = last)
     select_metric: str = "R1"
+    # stop once select_metric has not improved for this many consecutive validations (None: never)
+    early_stop_patience: int | None = None
     checkpoint_every: int = 0  # optimizer steps between 'last' checkpoints inside an epoch (0: epoch end)
     log_every: int = 10
     max_steps: int | None = None  # stop after this many optimizer steps (for tests and smoke runs)
@@ -75,6 +78,13 @@ class TrainConfig:
     # checkpoints/init.pt (the starting weights, for `tbpr analyze modules`); None: only when they cannot be
     # rebuilt from model.pretrained, i.e. for a random initialization
     save_init: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.early_stop_patience is not None and self.early_stop_patience < 1:
+            raise ConfigError(
+                f"early_stop_patience={self.early_stop_patience}: give a number of validations >= 1, "
+                "or null to train all epochs"
+            )
 
 
 def recipe_path(name_or_path: str) -> Path:

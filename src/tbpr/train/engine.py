@@ -35,7 +35,7 @@ from tbpr.evaluation.evaluator import encode_split, score
 from tbpr.losses import Views, compute_losses, required_ss_heads, required_views
 from tbpr.models import DualEncoder
 from tbpr.models.checkpoint import atomic_torch_save, model_payload
-from tbpr.text.augment import TextAugmenter
+from tbpr.text.augment import TextAugmenter, expand_training_split
 from tbpr.train import distributed as dist
 from tbpr.train.config import TrainConfig
 from tbpr.train.optim import build_optimizer
@@ -104,6 +104,14 @@ class Trainer:
         self.val_split = manifest.split("val")
         if not self.train_split.captions:
             raise ConfigError(f"{cfg.data.path}: the training split has no captions")
+        # relative caption-store paths are inside the dataset folder
+        text_cfg = dataclasses.replace(
+            cfg.data.text_augment, stores=[str(Path(cfg.data.path) / s) for s in cfg.data.text_augment.stores]
+        )
+        original_ids = [c.id for c in self.train_split.captions]
+        if text_cfg.expand:  # new caption ids follow every id of the dataset, so no store key names them
+            start = max(c.id for c in manifest.captions) + 1
+            self.train_split = expand_training_split(self.train_split, text_cfg, start)
         self.tokenizer = Tokenizer(cfg.model.context_length)
         size = tuple(cfg.model.image_size)
         self.train_transform = build_image_transform(
@@ -113,13 +121,7 @@ class Trainer:
 
         self.batches = SeededBatches(self._batch_sampler(), cfg.seed)
         views = required_views(cfg.losses)
-        text_augment = None
-        if cfg.data.text_augment.ops:  # relative caption-store paths are inside the dataset folder
-            stores = [str(Path(cfg.data.path) / store) for store in cfg.data.text_augment.stores]
-            text_augment = TextAugmenter(
-                dataclasses.replace(cfg.data.text_augment, stores=stores),
-                caption_ids=[c.id for c in self.train_split.captions],
-            )
+        text_augment = TextAugmenter(text_cfg, caption_ids=original_ids) if text_cfg.ops else None
         pairs = CaptionPairDataset(
             self.train_split,
             self.train_transform,
@@ -167,6 +169,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.global_step = 0
         self.best: dict | None = None
+        self.stale = 0  # consecutive validations without a new best (for early_stop_patience)
         last = self.ckpt_dir / "last.pt"
         resuming = resume and last.exists()
         if self.main and not resuming:  # a fresh run replaces an old run's logs
@@ -186,6 +189,10 @@ class Trainer:
             log.warning(
                 "%s has no validation split: 'best' will be the final model, never chosen on test",
                 cfg.data.path,
+            )
+        if cfg.early_stop_patience and not (cfg.eval_every and self.val_split.captions):
+            log.warning(
+                "early_stop_patience is set, but there is no validation to stop on: training all epochs"
             )
 
     def _batch_sampler(self):
@@ -213,6 +220,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "global_step": self.global_step,
             "best": self.best,
+            "stale": self.stale,
             "rng": rng_state(),
         }
 
@@ -224,6 +232,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
         self.global_step, self.best = state["global_step"], state["best"]
+        self.stale = state.get("stale", 0)  # absent from checkpoints of older versions
         set_rng_state(state["rng"])
         self.metrics.truncate_after(self.global_step)
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.global_step)
@@ -276,7 +285,12 @@ class Trainer:
         self.global_step += 1
 
     def _done(self) -> bool:
-        return self.cfg.max_steps is not None and self.global_step >= self.cfg.max_steps
+        return (self.cfg.max_steps is not None and self.global_step >= self.cfg.max_steps) or self._stopped()
+
+    def _stopped(self) -> bool:
+        """True once early stopping ended the run (also when resuming a run it ended)."""
+        patience = self.cfg.early_stop_patience
+        return patience is not None and self.stale >= patience
 
     def train(self) -> Path:
         """Train to the configured number of epochs (or ``max_steps``); returns the run folder."""
@@ -299,6 +313,8 @@ class Trainer:
             self.batch_in_epoch = 0
             if cfg.eval_every and self.epoch % cfg.eval_every == 0:
                 self._validate()
+                if self._stopped() and self.main:
+                    self._log_early_stop()
             self._save_last()
         if self.main and (self.best is None or not (self.ckpt_dir / "best.pt").exists()):
             self._save_best(None)
@@ -410,7 +426,34 @@ class Trainer:
                     "val": t2i,
                 }
                 self._save_best(self.best)
+                self.stale = 0
+            else:
+                self.stale += 1
+        if self.cfg.early_stop_patience is not None:  # only the main process validates: share its count
+            self.stale = int(dist.all_gather_no_grad(torch.tensor([self.stale], device=self.device))[0])
         dist.barrier()
+
+    def _log_early_stop(self) -> None:
+        best = self.best or {}
+        log.info(
+            "early stop after epoch %d: %s has not improved for %d validations (best %.2f at epoch %d)",
+            self.epoch,
+            self.cfg.select_metric,
+            self.stale,
+            best.get("value", float("nan")),
+            best.get("epoch", -1),
+        )
+        self.metrics.write(
+            {
+                "kind": "early_stop",
+                "step": self.global_step,
+                "epoch": self.epoch,
+                "patience": self.cfg.early_stop_patience,
+                "metric": self.cfg.select_metric,
+                "best_value": best.get("value"),
+                "best_epoch": best.get("epoch"),
+            }
+        )
 
     def _save_best(self, best: dict | None) -> None:
         """Write best.pt; without validation (``best`` None) it is the final model."""
