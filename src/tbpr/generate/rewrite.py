@@ -32,6 +32,7 @@ from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, record_k
 log = logging.getLogger(__name__)
 
 METHOD = "llm_rewrite"
+TRUNCATED = "truncated at max_tokens"
 
 
 class Verdict(Protocol):
@@ -97,7 +98,7 @@ class _Job:
                     extra["raw_text"] = str(reply)
                 accepted, reason = verdict.accepted, verdict.reason
                 if accepted and getattr(reply, "truncated", False) and not self.keep_truncated:
-                    accepted, reason = False, "truncated at max_tokens (raise --max-tokens)"
+                    accepted, reason = False, f"{TRUNCATED} (raise --max-tokens)"
             seed = getattr(reply, "seed", None)  # the seed of a backend that seeds whole batches
             out.append(
                 StoreRecord(

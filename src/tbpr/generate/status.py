@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import logging
 import math
 import random
@@ -304,7 +303,7 @@ def merge_stores(out: str | Path, stores: list[str | Path]) -> MergeSummary:
                         f"({rec.source_text[:80]!r}): the stores were made from different data; merge only "
                         "stores of one dataset version"
                     )
-                line = json.dumps(rec.to_json(), ensure_ascii=False).encode() + b"\n"
+                line = rec.to_line()
                 digest = _digest(line)
                 if digest in seen:
                     counts["duplicates"] += 1

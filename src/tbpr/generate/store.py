@@ -63,6 +63,10 @@ class StoreRecord:
         obj = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         return {**obj, **self.extra}
 
+    def to_line(self) -> bytes:
+        """The record as one store line (UTF-8 JSON and a newline)."""
+        return (json.dumps(self.to_json(), ensure_ascii=False) + "\n").encode()
+
     @classmethod
     def from_json(cls, obj: Any) -> StoreRecord:
         """The record of a decoded JSON line; ``ValueError`` says which field is missing or mistyped."""
@@ -170,7 +174,7 @@ class CaptionStore:
 
     def append(self, records: Iterable[StoreRecord]) -> None:
         """Append ``records`` and fsync them: once this returns they survive a crash."""
-        data = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records).encode()
+        data = b"".join(r.to_line() for r in records)
         if not data:
             return
         created = not self.path.exists()

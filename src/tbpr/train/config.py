@@ -13,6 +13,7 @@ from tbpr.errors import ConfigError
 from tbpr.losses import LossParams, check_loss_weights, required_ss_heads, required_views
 from tbpr.models import ModelConfig
 from tbpr.text.augment import TextAugConfig
+from tbpr.train.masking import MaskingConfig
 
 log = logging.getLogger(__name__)
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -65,6 +66,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     losses: dict[str, float] = field(default_factory=lambda: {"sdm": 1.0})
     loss_params: LossParams = field(default_factory=LossParams)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)  # caption token masking (EM / NAM)
     output_dir: str = "runs/default"
     seed: int = 0
     eval_every: int = 1  # epochs between validation runs (0: never, best = last)
@@ -110,6 +112,11 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> T
     cfg.model.ss_heads = [
         t for t in ("image", "text") if t in {*cfg.model.ss_heads, *required_ss_heads(cfg.losses)}
     ]
+    if cfg.masking.mode == "nam" and cfg.data.text_augment.ops:
+        raise ConfigError(
+            "masking.mode=nam keeps per-token probabilities by token position, which data.text_augment.ops "
+            f"{cfg.data.text_augment.ops} change every epoch: use masking.mode=em or no text augmentation"
+        )
     views = required_views(cfg.losses)
     if "text2" in views and not cfg.data.text_augment.ops:
         log.warning(

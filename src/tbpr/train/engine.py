@@ -38,6 +38,8 @@ from tbpr.models.checkpoint import atomic_torch_save, model_payload
 from tbpr.text.augment import TextAugmenter, expand_training_split
 from tbpr.train import distributed as dist
 from tbpr.train.config import TrainConfig
+from tbpr.train.masking import TokenMasker
+from tbpr.train.nam import nam_layers
 from tbpr.train.optim import build_optimizer
 from tbpr.train.reproducible import SeededBatches, SeededDataset, rng_state, seed_everything, set_rng_state
 from tbpr.train.schedule import warmup_cosine_factor
@@ -148,7 +150,13 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.optim.epochs
 
         self.model = DualEncoder(cfg.model).to(self.device)
-        self.forward = MultiViewForward(self.model, required_ss_heads(cfg.losses))
+        masking = cfg.masking
+        self.masker = None
+        if masking.mode != "none":
+            n = len(self.train_split.captions)
+            self.masker = TokenMasker(masking, n, cfg.model.context_length, self.tokenizer, cfg.seed)
+        layers = nam_layers(self.model, masking.layer) if masking.mode == "nam" else None
+        self.forward = MultiViewForward(self.model, required_ss_heads(cfg.losses), nam_layers=layers)
         self.ddp = None
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -222,6 +230,7 @@ class Trainer:
             "best": self.best,
             "stale": self.stale,
             "rng": rng_state(),
+            "masking": self.masker.state_dict() if self.masker else {},
         }
 
     def _load_state(self, path: Path) -> None:
@@ -234,6 +243,8 @@ class Trainer:
         self.global_step, self.best = state["global_step"], state["best"]
         self.stale = state.get("stale", 0)  # absent from checkpoints of older versions
         set_rng_state(state["rng"])
+        if self.masker:
+            self.masker.load_state_dict(state.get("masking", {}))
         self.metrics.truncate_after(self.global_step)
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.global_step)
 
@@ -250,14 +261,22 @@ class Trainer:
         return params.soft_label * min(1.0, self.global_step / self.steps_per_epoch)
 
     def _forward_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.masker:  # the masked captions give the loss; NAM also encodes the full ones (to layer l)
+            if self.masker.nam:
+                batch["tokens_full"] = batch["tokens"]
+            batch["tokens"] = self.masker.mask(batch["tokens"], batch["caption_index"], self.epoch)
         inputs = {
             key: batch[key].to(self.device, non_blocking=True)
-            for key in ("image", "image2", "tokens", "tokens2")
+            for key in ("image", "image2", "tokens", "tokens2", "tokens_full")
             if key in batch
         }
         net = self.ddp or self.forward
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
             out = net(inputs)
+        if "nam_max_sim" in out:  # every rank records every rank's captions: the tables stay identical
+            probs = self.masker.probabilities(out["nam_max_sim"], inputs["tokens_full"])
+            indices = torch.as_tensor(batch["caption_index"], device=self.device)
+            self.masker.table.update(dist.all_gather_no_grad(indices), dist.all_gather_no_grad(probs))
 
         def gather(feats: torch.Tensor | None) -> torch.Tensor | None:
             return None if feats is None else dist.all_gather_with_grad(feats.float())
@@ -311,6 +330,9 @@ class Trainer:
                 break
             self.epoch += 1
             self.batch_in_epoch = 0
+            if self.masker:
+                ids = [c.id for c in self.train_split.captions]
+                self.masker.end_epoch(self.epoch, self.out, ids, self.main)
             if cfg.eval_every and self.epoch % cfg.eval_every == 0:
                 self._validate()
                 if self._stopped() and self.main:

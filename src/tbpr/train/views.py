@@ -2,7 +2,8 @@
 
 Views of one tower go through the encoder as one concatenated batch: one forward pass per view,
 no re-encoding. Features are returned unnormalized (every loss normalizes inside); SimCLR heads,
-when the losses need them, project the tower's features of both views.
+when the losses need them, project the tower's features of both views. With ``nam_layers`` and a
+"tokens_full" batch entry (the unmasked captions), it also returns "nam_max_sim" (``tbpr.train.nam``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import torch
 from torch import Tensor, nn
 
 from tbpr.models import DualEncoder
+from tbpr.train.nam import max_patch_similarity
 
 
 class MultiViewForward(nn.Module):
-    """``forward(batch)`` -> {'image', 'text', ['image2'], ['text2'], 'ss': {...}, 'logit_scale'}."""
+    """``forward(batch)`` -> {'image', 'text', ['image2'], ['text2'], 'ss', 'logit_scale', ['nam_max_sim']}."""
 
-    def __init__(self, model: DualEncoder, ss_towers: list[str]):
+    def __init__(self, model: DualEncoder, ss_towers: list[str], nam_layers: tuple[int, int] | None = None):
         super().__init__()
         self.model = model
         self.ss_towers = list(ss_towers)
+        self.nam_layers = nam_layers
 
     def _encode(self, encode, first: Tensor, second: Tensor | None) -> tuple[Tensor, Tensor | None]:
         if second is None:
@@ -29,6 +32,18 @@ class MultiViewForward(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> dict:
         out: dict = {"logit_scale": self.model.logit_scale, "ss": {}}
+        nam = self.nam_layers is not None and "tokens_full" in batch
+        image_layers = [self.nam_layers[0]] if nam else []
+        with self.model.capture_tokens(image_layers) as captured:
+            self._towers(batch, out)
+        if nam:  # the hook kept the first image view's tokens (the second view runs in the same call)
+            image_tokens = captured["image"][self.nam_layers[0]][: len(batch["image"])]
+            out["nam_max_sim"] = max_patch_similarity(
+                self.model, image_tokens, batch["tokens_full"], self.nam_layers[1]
+            )
+        return out
+
+    def _towers(self, batch: dict[str, Tensor], out: dict) -> None:
         for tower, encode, first, second in (
             ("image", self.model.encode_image, batch["image"], batch.get("image2")),
             ("text", self.model.encode_text, batch["tokens"], batch.get("tokens2")),
@@ -39,4 +54,3 @@ class MultiViewForward(nn.Module):
             if tower in self.ss_towers:
                 out["ss"][tower] = self.model.ss_project(tower, out[tower])
                 out["ss"][f"{tower}2"] = self.model.ss_project(tower, view2)
-        return out

@@ -1,0 +1,111 @@
+"""NAM and EM in the training engine: recipes, the per-epoch table and its dump, exact resume, analysis."""
+
+import json
+
+import pytest
+import torch
+
+from tbpr.analysis.nam import markdown_table, nam_noise_table, token_kinds
+from tbpr.data import read_dataset
+from tbpr.data.synthpedes import generate
+from tbpr.data.tokenizer import Tokenizer
+from tbpr.train import load_config, train
+from tbpr.train.masking import real_tokens
+
+MICRO = [
+    "model.arch=tbpr-micro",
+    "model.image_size=[64, 32]",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "log_every=1",
+    "eval_every=0",
+]
+
+
+def run_nam(data, out, *extra):
+    cfg = load_config(
+        "mllm4text-small", [*MICRO, f"data.path={data}", f"output_dir={out}", "optim.epochs=2", *extra]
+    )
+    return train(cfg)
+
+
+def test_mllm4text_recipes_load():
+    big, small = load_config("mllm4text"), load_config("mllm4text-small")
+    assert big.model.arch == "ViT-B-16" and big.model.temperature == 0.02
+    assert big.data.batch_size == 512 and big.optim.epochs == 30
+    for cfg in (big, small):
+        assert cfg.losses == {"sdm": 1.0}
+        assert cfg.masking.mode == "nam" and cfg.masking.p == 0.15 and cfg.masking.layer is None
+
+
+def test_nam_training_dumps_each_epochs_probabilities(tmp_path, synth_tiny):
+    run = run_nam(synth_tiny, tmp_path / "nam")
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if r["kind"] == "train")
+    captions = read_dataset(synth_tiny).split("train").captions
+    tokens = Tokenizer(77)([c.text for c in captions])
+    real = real_tokens(tokens, Tokenizer(77).sot_id, Tokenizer(77).eot_id)
+    start = torch.tensor(0.15, dtype=torch.float16)
+    dumps = [torch.load(run / f"nam/epoch_{e:03d}.pt") for e in (1, 2)]
+    for epoch, dump in enumerate(dumps, start=1):
+        assert dump["epoch"] == epoch and dump["caption_ids"].tolist() == [c.id for c in captions]
+        probs = dump["probs"].float()
+        seen = (dump["probs"] != start).any(1)
+        assert seen.float().mean() > 0.9  # the identity sampler visits almost every caption
+        assert (probs[seen][~real[seen]] == 0).all()  # start, end and padding get 0
+        # r' averages to p over a caption's tokens (more where r' was clipped at 0)
+        means = (probs * real).sum(1) / real.sum(1)
+        assert means.median().item() == pytest.approx(0.15, abs=0.02)
+    assert not torch.equal(dumps[0]["probs"], dumps[1]["probs"])
+    # the next run would start from the last epoch's probabilities
+    state = torch.load(run / "checkpoints/last.pt", weights_only=False)["masking"]
+    assert torch.equal(state["current"], dumps[1]["probs"])
+
+
+@pytest.mark.slow
+def test_resume_restores_the_nam_table_exactly(tmp_path, synth_tiny):
+    whole = run_nam(synth_tiny, tmp_path / "whole")
+    cut = tmp_path / "cut"
+    run_nam(synth_tiny, cut, "max_steps=17")  # 12 steps per epoch: stops inside epoch 2
+    mid = torch.load(cut / "checkpoints/last.pt", weights_only=False)
+    assert mid["epoch"] == 1 and not torch.equal(mid["masking"]["next"], mid["masking"]["current"])
+    run_nam(synth_tiny, cut)
+    a = torch.load(whole / "checkpoints/last.pt", weights_only=False)
+    b = torch.load(cut / "checkpoints/last.pt", weights_only=False)
+    for key in ("current", "next"):
+        assert torch.equal(a["masking"][key], b["masking"][key]), key
+    for name, value in a["model"].items():
+        assert torch.allclose(value, b["model"][name], atol=1e-6), name
+
+
+@pytest.mark.parametrize("replace", ["mask", "bert"])
+def test_equal_masking_trains(tmp_path, synth_tiny, replace):
+    overrides = ["masking.mode=em", f"masking.replace={replace}", "max_steps=2"]
+    run = run_nam(synth_tiny, tmp_path / replace, *overrides)
+    assert not (run / "nam").exists()
+    assert torch.load(run / "checkpoints/last.pt", weights_only=False)["masking"] == {}
+
+
+def test_token_kinds_follow_the_mention_spans():
+    text = "A girl in a grey t-shirt."
+    mentions = [
+        {"span": [2, 6], "noise": {"original": "man", "new": "woman"}},
+        {"span": [12, 16], "noise": None},
+        {"span": [17, 24], "noise": None},
+    ]
+    kinds = token_kinds(Tokenizer(77), text, mentions)
+    # a | girl | in | a | grey | t | - | shirt | .
+    assert kinds == ["other", "corrupted", "other", "other", *["clean_mention"] * 4, "other"]
+    assert len(kinds) == int((Tokenizer(77)(text)[0] != 0).sum()) - 2
+
+
+def test_nam_noise_table_on_noisy_synthpedes(tmp_path):
+    data = tmp_path / "noisy"
+    generate(data, size="tiny", seed=0, caption_noise=0.3)
+    run = run_nam(data, tmp_path / "run", "optim.epochs=1")
+    rows = nam_noise_table(run, data)
+    assert [r["epoch"] for r in rows] == [1]
+    row = rows[0]
+    assert row["corrupted_tokens"] > 0 and row["clean_mention_tokens"] > row["corrupted_tokens"]
+    assert all(0 <= row[k] <= 1 for k in ("corrupted", "clean_mention", "other"))
+    assert "| 1 |" in markdown_table(rows)
