@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from tbpr.atomic import write_json
     from tbpr.evaluation.report import format_metrics_table
     from tbpr.evaluation.run_eval import evaluate_run, load_run
+    from tbpr.evaluation.transfer import format_grouped_table, run_label
 
     device = resolve_device(args.device)
     loaded = load_run(args.run, args.checkpoint, device)
@@ -61,8 +62,17 @@ def run(args: argparse.Namespace) -> int:
         figure_dir=run_dir,
     )
     write_json(args.json or run_dir / f"eval_{args.split}.json", results, indent=2)
-    print(format_metrics_table(rows_for_table(results)))
+    if len(results) > 1:  # direct transfer: the paper's Table 1/3 layout, a column group per dataset
+        rows = transfer_rows(run_label(str(args.run.resolve())), results)
+        print(format_grouped_table(rows, name_header="run"))
+    else:
+        print(format_metrics_table(rows_for_table(results)))
     return 0
+
+
+def transfer_rows(run_name: str, results: dict) -> dict:
+    """``{dataset: {direction: metrics}}`` -> ``{"RUN t2i": {dataset: metrics}, "RUN i2t": ...}``."""
+    return {f"{run_name} {d}": {name: res[d] for name, res in results.items()} for d in ("t2i", "i2t")}
 
 
 def rows_for_table(results: dict) -> dict:

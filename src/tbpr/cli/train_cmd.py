@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from tbpr.cli.options import add_config_options
 
@@ -34,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="few-shot: train on a seeded fraction F in (0, 1] of the training identities, e.g. 0.05 "
         "(shortcut for --set data.train_fraction=F)",
     )
+    p.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="fine-tune: start from the model weights of a run folder (its best.pt) or checkpoint file; "
+        "optimizer, schedule and epoch start fresh (shortcut for --set init_from=RUN)",
+    )
     p.set_defaults(func=run)
 
 
@@ -49,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"output_dir={args.out}")
     if args.train_fraction is not None:
         overrides.append(f"data.train_fraction={args.train_fraction}")
+    if args.init_from:
+        overrides.append(f"init_from={json.dumps(args.init_from)}")  # a YAML string
     cfg = load_config(args.config, overrides)
     out = train(cfg, resume=not args.no_resume)
     print(f"run folder: {out}")

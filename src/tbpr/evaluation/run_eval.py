@@ -94,6 +94,8 @@ def evaluate_run(
         if not manifest.captions:
             raise ConfigError(f"{data_path} has no '{split}' split to evaluate on")
         name = Path(data_path).resolve().name
+        if name in results:  # two targets with the same folder name: keep both
+            name = f"{Path(data_path).resolve().parent.name}/{name}"
         log.info(
             "evaluating %s on %s/%s: %d queries, %d gallery images",
             run.checkpoint,

@@ -26,7 +26,7 @@ class DataConfig:
     path: str = ""
     format: str | None = None
     skip_bad: bool = False
-    sampler: str = "identity"  # 'identity' (P ids x K) or 'random'
+    sampler: str = "identity"  # 'identity' (P ids x K), 'random' or 'per_image' (one caption per image)
     batch_size: int = 64
     num_instances: int = 2
     num_workers: int = 2
@@ -78,8 +78,10 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (for tests and smoke runs)
     device: str | None = None  # default: cuda if available, else cpu
     # checkpoints/init.pt (the starting weights, for `tbpr analyze modules`); None: only when they cannot be
-    # rebuilt from model.pretrained, i.e. for a random initialization
+    # rebuilt from model.pretrained, i.e. for a random initialization or init_from
     save_init: bool | None = None
+    # fine-tuning: start from the model weights (only) of a tbpr run folder (its best.pt) or checkpoint file
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.early_stop_patience is not None and self.early_stop_patience < 1:

@@ -27,6 +27,7 @@ from tbpr.config import save_yaml, to_dict
 from tbpr.data.check import load_training_manifest
 from tbpr.data.datasets import CaptionPairDataset
 from tbpr.data.fewshot import sample_identities
+from tbpr.data.from_captions import PerImageBatchSampler
 from tbpr.data.samplers import IdentityBatchSampler, RandomBatchSampler
 from tbpr.data.tokenizer import Tokenizer
 from tbpr.data.transforms import build_image_transform
@@ -38,6 +39,7 @@ from tbpr.models.checkpoint import atomic_torch_save, model_payload
 from tbpr.text.augment import TextAugmenter, expand_training_split
 from tbpr.train import distributed as dist
 from tbpr.train.config import TrainConfig
+from tbpr.train.init_from import load_init_weights
 from tbpr.train.masking import TokenMasker
 from tbpr.train.nam import nam_layers
 from tbpr.train.optim import build_optimizer
@@ -180,6 +182,8 @@ class Trainer:
         self.stale = 0  # consecutive validations without a new best (for early_stop_patience)
         last = self.ckpt_dir / "last.pt"
         resuming = resume and last.exists()
+        if cfg.init_from and not resuming:  # fine-tuning: weights only (init.pt below holds them)
+            load_init_weights(self.model, cfg.init_from)
         if self.main and not resuming:  # a fresh run replaces an old run's logs
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
@@ -187,7 +191,9 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl", self.main)
         if resuming:
             self._load_state(last)
-        elif self.main and (cfg.save_init or (cfg.save_init is None and cfg.model.pretrained is None)):
+        elif self.main and (
+            cfg.save_init or (cfg.save_init is None and (cfg.model.pretrained is None or cfg.init_from))
+        ):
             atomic_torch_save(
                 {**model_payload(self.model), "config": to_dict(cfg)}, self.ckpt_dir / "init.pt"
             )
@@ -212,9 +218,12 @@ class Trainer:
                 return IdentityBatchSampler(pids, d.batch_size, num_instances=d.num_instances, **common)
             if d.sampler == "random":
                 return RandomBatchSampler(len(self.train_split.captions), d.batch_size, **common)
+            if d.sampler == "per_image":  # one caption per image per epoch (tbpr data from-captions)
+                images = [c.image_id for c in self.train_split.captions]
+                return PerImageBatchSampler(images, d.batch_size, **common)
         except ValueError as err:
             raise ConfigError(f"data (batch_size / num_instances): {err}") from err
-        raise ConfigError(f"data.sampler={d.sampler!r}: expected 'identity' or 'random'")
+        raise ConfigError(f"data.sampler={d.sampler!r}: expected 'identity', 'random' or 'per_image'")
 
     # ----------------------------------------------------------------- state
     def _state(self) -> dict:
