@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "tbpr.cli.data_cmd",
     "tbpr.cli.train_cmd",
     "tbpr.cli.eval_cmd",
+    "tbpr.cli.transfer_cmd",
     "tbpr.cli.ablate_cmd",
     "tbpr.cli.analyze_cmd",
     "tbpr.cli.demo_cmd",
@@ -22,6 +23,7 @@ _COMMAND_MODULES = (
     "tbpr.cli.search_cmd",
     "tbpr.cli.serve_cmd",
     "tbpr.cli.augment_cmd",
+    "tbpr.cli.caption_cmd",
 )
 
 

@@ -34,6 +34,35 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _from_captions(args: argparse.Namespace) -> int:
+    from tbpr.data.from_captions import build_from_captions
+
+    summary = build_from_captions(args.store, args.images, args.out, args.limit_images)
+    print(summary.line(args.out))
+    print("train on it with data.sampler: per_image (one caption per image per epoch)")
+    return 0
+
+
+def _register_from_captions(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "from-captions",
+        help="a training set from a `tbpr caption` store: each image its own identity",
+        description="Write a dataset folder (annotations.jsonl in the jsonl format, imgs/ linking to "
+        "--images) with one training record per captioned image: its own identity, holding all its "
+        "accepted captions. Train with data.sampler: per_image to draw one caption per image per epoch.",
+    )
+    p.add_argument("store", metavar="STORE", help="caption store filled by `tbpr caption`")
+    p.add_argument("--images", required=True, metavar="DIR", help="the images folder that was captioned")
+    p.add_argument("--out", required=True, metavar="PATH", help="dataset folder to write")
+    p.add_argument(
+        "--limit-images",
+        type=int,
+        metavar="N",
+        help="keep N images: a fixed pseudo-random subset (by caption id), nested across N",
+    )
+    p.set_defaults(func=_from_captions)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser(
         "data",
@@ -58,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = add(
         "check", "validate annotations, images, captions and splits; exit 1 if anything is wrong", _check
     )
+    _register_from_captions(commands)
     check.add_argument(
         "--workers", type=int, default=None, help="threads decoding images (default: min(32, CPUs + 4))"
     )
