@@ -301,11 +301,25 @@ def test_unknown_grid_and_variant_names_list_the_choices(tmp_path, synth_tiny):
 SHIPPED = sorted(A.GRID_DIR.glob("*.yaml"))
 
 
+# each paper's grids and the recipe they start from
+PAPER_GRIDS = {
+    "clip-baseline": [
+        "table1-tricks",
+        "table2-image-aug",
+        "table3-text-aug",
+        "table4-aug-combos",
+        "table5-losses",
+        "table16-few-shot",
+    ],
+    "llm-da": ["llmda-table5-modules", "llmda-fig6-alpha", "llmda-fig7-beta", "llmda-table4-text-aug"],
+    "mllm4text": ["mllm4text-masking"],
+}
+BASE = {grid: base for base, grids in PAPER_GRIDS.items() for grid in grids}
+
+
 def test_every_paper_table_ships_as_a_gpu_and_a_cpu_grid():
     names = {p.stem for p in SHIPPED}
-    tables = ["table1-tricks", "table2-image-aug", "table3-text-aug", "table4-aug-combos", "table5-losses"]
-    tables.append("table16-few-shot")
-    assert names == {*tables, *(f"{t}-small" for t in tables)}
+    assert names == {*BASE, *(f"{t}-small" for t in BASE)}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -315,7 +329,8 @@ def test_shipped_grids_resolve_every_variant(path, tmp_path):
     configs = [json.dumps(to_dict(rv.config), sort_keys=True) for rv in run.variants]
     assert len(set(configs)) == len(configs), "two rows of the grid train the same config"
     small = path.stem.endswith("-small")
-    assert grid.base == ("clip-baseline-small" if small else "clip-baseline")
+    base = BASE[path.stem.removesuffix("-small")]
+    assert grid.base == (f"{base}-small" if small else base)
     if small:
         gpu, _ = A.load_grid(path.stem.removesuffix("-small"))
         assert [v.name for v in grid.variants] == [v.name for v in gpu.variants]
