@@ -10,7 +10,8 @@ from PIL import Image
 
 from tbpr.cli import main
 from tbpr.data import read_dataset
-from tbpr.data.from_captions import PerImageBatchSampler, build_from_captions
+from tbpr.data.from_captions import build_from_captions
+from tbpr.data.samplers import PerImageBatchSampler
 from tbpr.errors import DataError
 from tbpr.generate.caption import METHOD, image_id
 from tbpr.generate.store import CaptionStore, StoreRecord

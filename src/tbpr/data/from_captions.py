@@ -3,7 +3,7 @@
 ``build_from_captions`` writes a dataset folder in tbpr's ``jsonl`` format (docs/data-formats.md):
 ``annotations.jsonl`` with one training record per image holding all its accepted captions (of every
 captioner and instruction in the store), and ``imgs`` linking to the images folder. Training draws one
-caption per image per epoch with ``data.sampler: per_image`` (``PerImageBatchSampler``): every epoch
+caption per image per epoch with ``data.sampler: per_image`` (``tbpr.data.samplers.PerImageBatchSampler``): every epoch
 visits each image once, with one of its captions drawn uniformly. Images are ordered by their stable
 caption id (a hash of the path), so ``limit_images`` keeps a fixed pseudo-random subset, and smaller
 limits give subsets of larger ones (the data-size study).
@@ -14,13 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from tbpr.data.samplers import _EpochBatchSampler
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.store import CaptionStore
 
@@ -101,39 +97,3 @@ def _link_images(link: Path, target: Path) -> None:
     if link.exists() or link.is_symlink():
         raise DataError(f"{link} exists and is not a link to {target}; choose another --out folder")
     link.symlink_to(target, target_is_directory=True)
-
-
-class PerImageBatchSampler(_EpochBatchSampler):
-    """Batches of caption indices with one caption per image per epoch.
-
-    ``image_of_caption[i]`` is the image of caption ``i``. Each epoch draws, for every image, one of its
-    captions uniformly, shuffles the images and cuts them into batches: an epoch has
-    ``images // batch_size`` batches (plus a smaller one if not ``drop_last``), and no image appears
-    twice in it, so no batch holds two captions of one image (one identity each).
-    """
-
-    def __init__(
-        self,
-        image_of_caption: Sequence[int],
-        batch_size: int,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = True,
-    ):
-        super().__init__(batch_size, seed, rank, world_size, drop_last)
-        members: dict[int, list[int]] = {}
-        for index, image in enumerate(image_of_caption):
-            members.setdefault(image, []).append(index)
-        self._members = [np.asarray(m) for _, m in sorted(members.items())]
-
-    def __len__(self) -> int:
-        full, rest = divmod(len(self._members), self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
-
-    def _draw(self, rng: np.random.Generator) -> list[np.ndarray]:
-        picks = np.array([m[rng.integers(len(m))] for m in self._members], dtype=np.int64)
-        order = picks[rng.permutation(len(picks))]
-        return [
-            order[i : i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size)
-        ]

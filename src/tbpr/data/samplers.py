@@ -112,10 +112,7 @@ class IdentityBatchSampler(_EpochBatchSampler):
             raise ValueError(f"batch_size={batch_size} must be a multiple of num_instances={num_instances}")
         self.num_instances = num_instances
         self.ids_per_batch = batch_size // num_instances
-        members = defaultdict(list)
-        for index, pid in enumerate(pids):
-            members[pid].append(index)
-        self._members = [np.asarray(indices) for _, indices in sorted(members.items())]
+        self._members = _members(pids)
         self._groups = np.array([max(1, len(m) // num_instances) for m in self._members])
 
     def __len__(self) -> int:
@@ -151,3 +148,47 @@ class IdentityBatchSampler(_EpochBatchSampler):
                 batch.append(groups[pid][left[pid]])
             batches.append(np.concatenate(batch))
         return batches
+
+
+class PerImageBatchSampler(_EpochBatchSampler):
+    """Batches of caption indices with one caption per image per epoch (``tbpr data from-captions``).
+
+    ``image_of_caption[i]`` is the image of caption ``i``. Each epoch draws, for every image, one of its
+    captions uniformly, shuffles the images and cuts them into batches: an epoch has
+    ``images // batch_size`` batches (plus a smaller one if not ``drop_last``), and no image appears
+    twice in it, so no batch holds two captions of one image (one identity each).
+    """
+
+    def __init__(
+        self,
+        image_of_caption: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+    ):
+        super().__init__(batch_size, seed, rank, world_size, drop_last)
+        members = _members(image_of_caption)
+        self._captions = np.concatenate(members)
+        self._counts = np.array([len(m) for m in members])
+        self._starts = np.cumsum(self._counts) - self._counts
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self._counts), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def _draw(self, rng: np.random.Generator) -> list[np.ndarray]:
+        picks = self._captions[self._starts + rng.integers(0, self._counts)]
+        order = picks[rng.permutation(len(picks))]
+        return [
+            order[i : i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size)
+        ]
+
+
+def _members(keys: Sequence[int]) -> list[np.ndarray]:
+    """The sample indices of each key (identity, image), keys in sorted order."""
+    members = defaultdict(list)
+    for index, key in enumerate(keys):
+        members[key].append(index)
+    return [np.asarray(indices) for _, indices in sorted(members.items())]

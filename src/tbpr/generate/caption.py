@@ -20,11 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.chat import Failure
-from tbpr.generate.jobs import JobSummary, Shard
+from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, request_settings
 from tbpr.generate.rewrite import request_seed
 from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, record_key
 from tbpr.generate.templates import INSTRUCTIONS, clean_caption, instruction, pick_template, templates_hash
@@ -124,7 +122,6 @@ class _Job:
             }
             if text is not None and text != reply:
                 extra["raw_text"] = str(reply)
-            batch_seed = getattr(reply, "seed", None)
             out.append(
                 StoreRecord(
                     key=record_key(cid, n),
@@ -135,11 +132,7 @@ class _Job:
                     backend=self.backend.backend,
                     model=self.backend.model,
                     languages=["en"],
-                    settings={
-                        **self.backend.settings,
-                        "seed": seeds[i],
-                        **({} if batch_seed is None else {"batch_seed": batch_seed}),
-                    },
+                    settings=request_settings(self.backend.settings, seeds[i], reply),
                     attempt=attempts[i],
                     accepted=text is not None and reason is None,
                     reason=reason,
@@ -189,25 +182,18 @@ def caption_images(
     with store.exclusive():
         progress = store.progress()
         _check_store(store, progress, images)
-        pending = [w for w in work if not _finished(progress, w, base, max_attempts)]
-        summary.skipped = len(work) - len(pending)
-        with tqdm(total=len(pending), desc="captioning", unit="caption", disable=None) as bar:
-            for start in range(0, len(pending), batch_size):
-                batch = _readable(root, pending[start : start + batch_size], summary)
-                for _ in range(max_attempts):
-                    todo = [w for w in batch if not _finished(progress, w, base, max_attempts)]
-                    if not todo:
-                        break
-                    records = job.records(todo, progress, base)
-                    store.append(records)
-                    summary.count(records)
-                    _update(progress, records)
-                summary.exhausted += sum(
-                    not (state := progress[record_key(image_id(rel), base + j)]).accepted
-                    and state.rejected >= max_attempts
-                    for rel, j in batch
-                )
-                bar.update(min(batch_size, len(pending) - start))
+        ask_in_rounds(
+            store,
+            progress,
+            work,
+            lambda w: record_key(image_id(w[0]), base + w[1]),
+            lambda todo: job.records(todo, progress, base),
+            summary,
+            max_attempts,
+            batch_size,
+            "captioning",
+            usable=lambda batch: _readable(root, batch, summary),
+        )
     log.info(summary.line(str(store.path)))
     return summary
 
@@ -241,16 +227,3 @@ def _check_ids(images: Sequence[str]) -> None:
         other = seen.setdefault(image_id(rel), rel)
         if other != rel:
             raise DataError(f"images {other!r} and {rel!r} hash to the same caption id; rename one of them")
-
-
-def _finished(progress: dict[str, KeyProgress], work: tuple[str, int], base: int, max_attempts: int) -> bool:
-    state = progress.get(record_key(image_id(work[0]), base + work[1]))
-    return state is not None and state.finished(max_attempts)
-
-
-def _update(progress: dict[str, KeyProgress], records: Sequence[StoreRecord]) -> None:
-    for rec in records:
-        state = progress.setdefault(rec.key, KeyProgress(source_text=rec.source_text))
-        state.tries += 1
-        state.accepted = state.accepted or rec.accepted
-        state.rejected += not rec.accepted and rec.text is not None

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tqdm import tqdm
 
 from tbpr.data.schema import CaptionRecord
 from tbpr.errors import ConfigError, DataError
-from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, record_key
+from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, add_progress, record_key
+
+log = logging.getLogger(__name__)
+W = TypeVar("W")  # one unit of work of a job, e.g. (caption, n)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,56 @@ class JobSummary:
             f"{store}: {self.wanted} wanted, {self.skipped} already done, {self.accepted} accepted, "
             f"{self.rejected} rejected, {self.failed} failed requests{none} (rerun to retry failed requests)"
         )
+
+
+def ask_in_rounds(
+    store: CaptionStore,
+    progress: dict[str, KeyProgress],
+    work: Sequence[W],
+    key: Callable[[W], str],
+    make_records: Callable[[list[W]], list[StoreRecord]],
+    summary: JobSummary,
+    max_attempts: int,
+    batch_size: int,
+    desc: str,
+    usable: Callable[[list[W]], list[W]] | None = None,
+) -> None:
+    """The loop of every generation job. The ``work`` the store has not finished (``summary.skipped``
+    counts the rest) is taken in batches of ``batch_size``; each batch is asked in rounds (``make_records`` on its unfinished work) until every key has an accepted output or
+    ``max_attempts`` rejected ones. Each round's records are appended (fsynced) before the next round,
+    then counted in ``summary`` and ``progress``. ``usable`` may drop work from a batch before it is asked."""
+
+    def unfinished(work: W) -> bool:
+        state = progress.get(key(work))
+        return state is None or not state.finished(max_attempts)
+
+    pending = [w for w in work if unfinished(w)]
+    summary.skipped = len(work) - len(pending)
+    if summary.skipped:
+        log.info("%s: %d of %d outputs already done", store.path, summary.skipped, len(work))
+    with tqdm(total=len(pending), desc=desc, unit="caption", disable=None) as bar:
+        for start in range(0, len(pending), batch_size):
+            batch = list(pending[start : start + batch_size])
+            asked = usable(batch) if usable else batch
+            for _ in range(max_attempts):
+                todo = [w for w in asked if unfinished(w)]
+                if not todo:
+                    break
+                records = make_records(todo)
+                store.append(records)
+                summary.count(records)
+                add_progress(progress, records)
+            summary.exhausted += sum(
+                progress[key(w)].exhausted(max_attempts) for w in asked if key(w) in progress
+            )
+            bar.update(len(batch))
+
+
+def request_settings(backend_settings: dict[str, Any], seed: int, reply: object) -> dict[str, Any]:
+    """A record's ``settings``: the backend's, the request's seed and, when the backend seeds whole
+    generation batches, the batch's seed (``Reply.seed``)."""
+    batch_seed = getattr(reply, "seed", None)
+    return {**backend_settings, "seed": seed, **({} if batch_seed is None else {"batch_seed": batch_seed})}
 
 
 def check_same_captions(

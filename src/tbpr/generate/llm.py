@@ -58,17 +58,15 @@ class ChatBackend:
         return self.client.complete_many(conversations, [{"seed": seed} for seed in seeds])
 
 
-class TransformersBackend:
-    """A local causal LM (hub name, folder or ``.gguf`` file), generating ``batch_size`` prompts at once."""
+class LocalGenerator:
+    """What in-process generation shares: settings, lazy loading, seeded batched ``generate`` and replies
+    that know whether they were cut off. Subclasses load their model (``_load``) and turn a batch of
+    requests into model inputs (``_inputs``)."""
 
     backend = "transformers"
 
     def __init__(
-        self,
-        model: str,
-        device: str = "cpu",
-        batch_size: int = 16,
-        settings: ChatSettings | None = None,
+        self, model: str, device: str = "cpu", batch_size: int = 16, settings: ChatSettings | None = None
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"the generation batch size must be at least 1, got {batch_size}")
@@ -87,29 +85,65 @@ class TransformersBackend:
         return {**self.chat.request_fields(), "generation_batch": self.batch_size}
 
     def load(self) -> tuple[Any, Any]:
-        """Tokenizer and model (loaded on first use; a bad name is a ``ConfigError``)."""
+        """Tokenizer (or processor) and model, loaded on first use; a bad name is a ``ConfigError``."""
         if self._loaded is None:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            path = Path(self.name)
-            root, extra = (
-                (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (self.name, {})
-            )
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(root, **extra)
-                model = AutoModelForCausalLM.from_pretrained(root, dtype=torch.float32, **extra)
-            except (OSError, ValueError) as err:
-                raise ConfigError(
-                    f"cannot load the language model {self.name!r}: {err}; give a local folder, a .gguf "
-                    "file, or a hub name that is downloadable (or already in the Hugging Face cache)"
-                ) from None
+            processor, model = self._load()
+            tokenizer = _tokenizer(processor)
             tokenizer.padding_side = "left"
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
-            self._loaded = tokenizer, model.to(self.device).eval()
+            self._loaded = processor, model.to(self.device).eval()
             log.info("loaded %s on %s", self.name, self.device)
         return self._loaded
+
+    def _load(self) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _inputs(self, processor: Any, requests: Sequence[Any]) -> Any:
+        raise NotImplementedError
+
+    def generate(self, requests: Sequence[Any], seeds: Sequence[int]) -> list[Reply | Failure]:
+        import torch
+
+        processor, model = self.load()
+        tokenizer = _tokenizer(processor)
+        sample = self.chat.temperature > 0
+        options: dict[str, Any] = {"max_new_tokens": self.chat.max_tokens, "do_sample": sample}
+        if sample:
+            options["temperature"] = self.chat.temperature
+            options["top_p"] = self.chat.top_p if self.chat.top_p is not None else 1.0
+        stop = torch.tensor(_stop_ids(tokenizer, model), device=self.device)
+        out: list[Reply | Failure] = []
+        for start in range(0, len(requests), self.batch_size):
+            inputs = self._inputs(processor, requests[start : start + self.batch_size]).to(self.device)
+            torch.manual_seed(seeds[start])
+            with torch.inference_mode():
+                generated = model.generate(**inputs, **options, pad_token_id=tokenizer.pad_token_id)
+            new = generated[:, inputs["input_ids"].shape[1] :]
+            ended = torch.isin(new, stop).any(dim=1).tolist()
+            full = new.shape[1] >= self.chat.max_tokens
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            out.extend(Reply(t, full and not e, seeds[start]) for t, e in zip(texts, ended))
+        return out
+
+
+class TransformersBackend(LocalGenerator):
+    """A local causal LM (hub name, folder or ``.gguf`` file), generating ``batch_size`` prompts at once."""
+
+    def _load(self) -> tuple[Any, Any]:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(self.name)
+        root, extra = (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (self.name, {})
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(root, **extra)
+            return tokenizer, AutoModelForCausalLM.from_pretrained(root, dtype=torch.float32, **extra)
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"cannot load the language model {self.name!r}: {err}; give a local folder, a .gguf "
+                "file, or a hub name that is downloadable (or already in the Hugging Face cache)"
+            ) from None
 
     def render(self, conversation: Messages) -> str:
         """The prompt text: the tokenizer's chat template, or (without one) the messages one per line."""
@@ -118,30 +152,14 @@ class TransformersBackend:
             return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         return "\n\n".join(message["content"] for message in conversation) + "\n"
 
-    def generate(self, conversations: Sequence[Messages], seeds: Sequence[int]) -> list[Reply | Failure]:
-        import torch
+    def _inputs(self, tokenizer: Any, conversations: Sequence[Messages]) -> Any:
+        prompts = [self.render(c) for c in conversations]
+        return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
 
-        tokenizer, model = self.load()
-        sample = self.chat.temperature > 0
-        options: dict[str, Any] = {"max_new_tokens": self.chat.max_tokens, "do_sample": sample}
-        if sample:
-            options["temperature"] = self.chat.temperature
-            options["top_p"] = self.chat.top_p if self.chat.top_p is not None else 1.0
-        out: list[Reply | Failure] = []
-        for start in range(0, len(conversations), self.batch_size):
-            prompts = [self.render(c) for c in conversations[start : start + self.batch_size]]
-            inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-            inputs = inputs.to(self.device)
-            torch.manual_seed(seeds[start])
-            with torch.inference_mode():
-                generated = model.generate(**inputs, **options, pad_token_id=tokenizer.pad_token_id)
-            new = generated[:, inputs["input_ids"].shape[1] :]
-            ended = torch.isin(new, torch.tensor(_stop_ids(tokenizer, model), device=new.device)).any(dim=1)
-            ended = ended.tolist()
-            full = new.shape[1] >= self.chat.max_tokens
-            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-            out.extend(Reply(t, full and not e, seeds[start]) for t, e in zip(texts, ended))
-        return out
+
+def _tokenizer(processor: Any) -> Any:
+    """The tokenizer of a processor (a tokenizer is its own)."""
+    return getattr(processor, "tokenizer", processor)
 
 
 def _stop_ids(tokenizer, model) -> list[int]:

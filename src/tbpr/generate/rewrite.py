@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tqdm import tqdm
-
 from tbpr.data.schema import CaptionRecord, Manifest
 from tbpr.errors import ConfigError
 from tbpr.generate.chat import Failure
-from tbpr.generate.jobs import JobSummary, Shard, check_same_captions
+from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, check_same_captions, request_settings
 from tbpr.generate.llm import TextBackend
 from tbpr.generate.prompts import PromptTemplate
 from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, record_key
@@ -99,7 +96,6 @@ class _Job:
                 accepted, reason = verdict.accepted, verdict.reason
                 if accepted and getattr(reply, "truncated", False) and not self.keep_truncated:
                     accepted, reason = False, f"{TRUNCATED} (raise --max-tokens)"
-            seed = getattr(reply, "seed", None)  # the seed of a backend that seeds whole batches
             out.append(
                 StoreRecord(
                     key=record_key(caption.id, n),
@@ -110,11 +106,7 @@ class _Job:
                     backend=self.backend.backend,
                     model=self.backend.model,
                     languages=["en"],
-                    settings={
-                        **self.backend.settings,
-                        "seed": seeds[i],
-                        **({} if seed is None else {"batch_seed": seed}),
-                    },
+                    settings=request_settings(self.backend.settings, seeds[i], reply),
                     attempt=attempts[i],
                     accepted=accepted,
                     reason=reason,
@@ -157,39 +149,16 @@ def rewrite_captions(
     with store.exclusive():
         progress = store.progress()
         check_same_captions(store, progress, captions, per_caption)
-        pending = [w for w in work if not _finished(progress, w, max_attempts)]
-        summary.skipped = len(work) - len(pending)
-        if summary.skipped:
-            log.info("%s: %d of %d rewrites already done", store.path, summary.skipped, len(work))
-        with tqdm(total=len(pending), desc="rewriting", unit="caption", disable=None) as bar:
-            for start in range(0, len(pending), batch_size):
-                batch = pending[start : start + batch_size]
-                for _ in range(max_attempts):
-                    todo = [w for w in batch if not _finished(progress, w, max_attempts)]
-                    if not todo:
-                        break
-                    records = job.records(todo, progress)
-                    store.append(records)
-                    summary.count(records)
-                    _update(progress, records)
-                summary.exhausted += sum(
-                    progress[record_key(c.id, n)].rejected >= max_attempts
-                    and not progress[record_key(c.id, n)].accepted
-                    for c, n in batch
-                )
-                bar.update(len(batch))
+        ask_in_rounds(
+            store,
+            progress,
+            work,
+            lambda w: record_key(w[0].id, w[1]),
+            lambda todo: job.records(todo, progress),
+            summary,
+            max_attempts,
+            batch_size,
+            "rewriting",
+        )
     log.info(summary.line(str(store.path)))
     return summary
-
-
-def _finished(progress: dict[str, KeyProgress], work: tuple[CaptionRecord, int], max_attempts: int) -> bool:
-    state = progress.get(record_key(work[0].id, work[1]))
-    return state is not None and state.finished(max_attempts)
-
-
-def _update(progress: dict[str, KeyProgress], records: Sequence[StoreRecord]) -> None:
-    for rec in records:
-        state = progress.setdefault(rec.key, KeyProgress(source_text=rec.source_text))
-        state.tries += 1
-        state.accepted = state.accepted or rec.accepted
-        state.rejected += not rec.accepted and rec.text is not None

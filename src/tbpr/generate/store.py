@@ -116,6 +116,21 @@ class KeyProgress:
         """True once an output was accepted or ``max_attempts`` outputs were rejected."""
         return self.accepted or self.rejected >= max_attempts
 
+    def exhausted(self, max_attempts: int = 1) -> bool:
+        """True when ``max_attempts`` outputs were rejected and none accepted: the key keeps none."""
+        return not self.accepted and self.rejected >= max_attempts
+
+
+def add_progress(progress: dict[str, KeyProgress], records: Iterable[StoreRecord]) -> dict[str, KeyProgress]:
+    """``progress`` (key -> ``KeyProgress``) updated with ``records``, in order; returned for chaining."""
+    for rec in records:
+        state = progress.setdefault(rec.key, KeyProgress())
+        state.tries += 1
+        state.accepted = state.accepted or rec.accepted
+        state.rejected += not rec.accepted and rec.text is not None
+        state.source_text = rec.source_text
+    return progress
+
 
 class CaptionStore:
     """An append-only JSONL caption store at ``path`` (the file appears with the first append)."""
@@ -144,14 +159,7 @@ class CaptionStore:
 
     def progress(self) -> dict[str, KeyProgress]:
         """Per key: how many tries, how many rejected outputs, whether an output was accepted."""
-        out: dict[str, KeyProgress] = {}
-        for rec in self:
-            state = out.setdefault(rec.key, KeyProgress())
-            state.tries += 1
-            state.accepted = state.accepted or rec.accepted
-            state.rejected += not rec.accepted and rec.text is not None
-            state.source_text = rec.source_text
-        return out
+        return add_progress({}, self)
 
     def done_keys(self, max_attempts: int = 1) -> set[str]:
         """Keys that need no more work: one output accepted, or ``max_attempts`` outputs rejected."""

@@ -11,12 +11,10 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
-from tqdm import tqdm
-
 from tbpr.data.schema import CaptionRecord, Manifest
 from tbpr.errors import ConfigError
 from tbpr.generate.chat import ChatClient, Failure
-from tbpr.generate.jobs import JobSummary, check_same_captions
+from tbpr.generate.jobs import JobSummary, ask_in_rounds, check_same_captions
 from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, record_key
 
 log = logging.getLogger(__name__)
@@ -194,23 +192,19 @@ def back_translate(
     with store.exclusive():
         progress = store.progress()
         check_same_captions(store, progress, captions)
-        pending = [c for c in captions if not _finished(progress.get(record_key(c.id)))]
-        summary.skipped = len(captions) - len(pending)
-        if summary.skipped:
-            log.info("%s: %d of %d captions already done", store.path, summary.skipped, len(captions))
-        with tqdm(total=len(pending), desc="back translation", unit="caption", disable=None) as bar:
-            for start in range(0, len(pending), batch_size):
-                batch = pending[start : start + batch_size]
-                records = _translate_batch(batch, translator, source, pivot, progress)
-                store.append(records)
-                summary.count(records)
-                bar.update(len(batch))
-    log.info("%s: %s", store.path, summary)
+        ask_in_rounds(
+            store,
+            progress,
+            captions,
+            lambda c: record_key(c.id),
+            lambda todo: _translate_batch(todo, translator, source, pivot, progress),
+            summary,
+            max_attempts=1,
+            batch_size=batch_size,
+            desc="back translation",
+        )
+    log.info(summary.line(str(store.path)))
     return summary
-
-
-def _finished(state: KeyProgress | None) -> bool:
-    return state is not None and state.finished()
 
 
 def _translate_batch(

@@ -27,8 +27,7 @@ from tbpr.config import save_yaml, to_dict
 from tbpr.data.check import load_training_manifest
 from tbpr.data.datasets import CaptionPairDataset
 from tbpr.data.fewshot import sample_identities
-from tbpr.data.from_captions import PerImageBatchSampler
-from tbpr.data.samplers import IdentityBatchSampler, RandomBatchSampler
+from tbpr.data.samplers import IdentityBatchSampler, PerImageBatchSampler, RandomBatchSampler
 from tbpr.data.tokenizer import Tokenizer
 from tbpr.data.transforms import build_image_transform
 from tbpr.errors import ConfigError
