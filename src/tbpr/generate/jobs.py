@@ -1,4 +1,5 @@
-"""What every caption-generation job shares: shards, the same-captions check, and the run summary."""
+"""What every caption-generation job shares: shards, the ask-again loop, the same-captions check and
+the run summary."""
 
 from __future__ import annotations
 
@@ -82,10 +83,14 @@ def ask_in_rounds(
     desc: str,
     usable: Callable[[list[W]], list[W]] | None = None,
 ) -> None:
-    """The loop of every generation job. The ``work`` the store has not finished (``summary.skipped``
-    counts the rest) is taken in batches of ``batch_size``; each batch is asked in rounds (``make_records`` on its unfinished work) until every key has an accepted output or
-    ``max_attempts`` rejected ones. Each round's records are appended (fsynced) before the next round,
-    then counted in ``summary`` and ``progress``. ``usable`` may drop work from a batch before it is asked."""
+    """The loop of every generation job.
+
+    The ``work`` the store has not finished is taken in batches of ``batch_size`` (``summary.skipped``
+    counts the rest). Each batch is asked in rounds, ``make_records`` on its unfinished work, until every
+    key has an accepted output or ``max_attempts`` rejected ones. Each round's records are appended
+    (fsynced) before the next round, then counted in ``summary`` and ``progress``. ``usable`` may drop
+    work from a batch before it is asked.
+    """
 
     def unfinished(work: W) -> bool:
         state = progress.get(key(work))
