@@ -93,6 +93,8 @@ def _ddp_env():
         # second views, SimCLR heads, a frozen layer, soft labels and text augmentation on the workers;
         # dropout off, since its noise is drawn per process
         ("tbps-clip-small", ["model.text_attn_dropout=0.0"]),
+        # NAM: masks drawn per caption, the full captions' layer-l pass, all-gathered table updates
+        ("mllm4text-small", ["masking.mode=nam"]),
     ],
 )
 def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, synth_tiny, recipe, extra):
@@ -132,6 +134,14 @@ def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, synth
             # Adam turns float noise there into lr-sized steps, so compare the query and value biases only.
             a, b = a.view(3, -1)[[0, 2]], b.view(3, -1)[[0, 2]]
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=k)
+    # the NAM table (empty without NAM): every process recorded every process's captions
+    ma = torch.load(single / "checkpoints/last.pt", weights_only=False)["masking"]
+    mb = torch.load(ddp / "checkpoints/last.pt", weights_only=False)["masking"]
+    assert ma.keys() == mb.keys()
+    if ma:
+        assert (ma["next"].float() - 0.15).abs().max() > 0.05  # r' were written
+    for k in ma:
+        torch.testing.assert_close(ma[k].float(), mb[k].float(), rtol=0, atol=2e-3, msg=k)
 
 
 @pytest.mark.slow
