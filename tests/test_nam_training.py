@@ -33,6 +33,7 @@ def test_mllm4text_recipes_load():
     big, small = load_config("mllm4text"), load_config("mllm4text-small")
     assert big.model.arch == "ViT-B-16" and big.model.temperature == 0.02
     assert big.data.batch_size == 512 and big.optim.epochs == 30
+    assert big.data.sampler == "per_image"  # the paper samples one of each image's captions per epoch
     for cfg in (big, small):
         assert cfg.losses == {"sdm": 1.0}
         assert cfg.masking.mode == "nam" and cfg.masking.p == 0.15 and cfg.masking.layer is None

@@ -12,6 +12,7 @@ from tbpr.losses.contrastive import (
     soft_label_targets,
 )
 from tbpr.losses.logit_scale import LogitScale
+from tbpr.losses.mlm import masked_token_loss
 from tbpr.losses.registry import (
     LOSSES,
     LossParams,
@@ -36,6 +37,7 @@ __all__ = [
     "identity_targets",
     "itc_loss",
     "kl_to_targets",
+    "masked_token_loss",
     "r_itc_loss",
     "required_ss_heads",
     "required_views",

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from tbpr.errors import ConfigError
 from tbpr.losses.contrastive import c_itc_loss, itc_loss, r_itc_loss, sdm_loss, simclr_loss
+from tbpr.losses.mlm import masked_token_loss
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Views:
 
     ``image2``/``text2`` are a second augmented view; ``ss`` maps a view name ('image', 'image2',
     'text', 'text2') to its SimCLR projection. ``soft_label`` is the alpha in force at this step.
+    ``mlm_logits`` [B, L, vocab] and ``mlm_labels`` [B, L] (this process's captions only) feed the MLM loss.
     """
 
     image: Tensor
@@ -44,6 +46,8 @@ class Views:
     text2: Tensor | None = None
     ss: dict[str, Tensor] = field(default_factory=dict)
     soft_label: float = 0.0
+    mlm_logits: Tensor | None = None
+    mlm_labels: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,11 @@ LOSSES: dict[str, LossSpec] = {
     "mvs_i": LossSpec(_itc_between("image2", "text"), ("image2",), description="N-ITC of (I~, T)"),
     "mvs_t": LossSpec(_itc_between("image", "text2"), ("text2",), description="N-ITC of (I, T~)"),
     "mvs_it": LossSpec(_itc_between("image2", "text2"), ("image2", "text2"), description="N-ITC of (I~, T~)"),
+    "mlm": LossSpec(
+        lambda v, p: masked_token_loss(v.mlm_logits, v.mlm_labels),
+        ("mlm",),
+        description="IRRA's cross-modal masked language modelling (needs masking.mode em or nam)",
+    ),
 }
 
 
@@ -119,7 +128,7 @@ def check_loss_weights(weights: Mapping[str, object]) -> dict[str, float]:
 
 
 def required_views(weights: Mapping[str, object]) -> set[str]:
-    """The extra views ('image2', 'text2') the configured losses read."""
+    """The extra views ('image2', 'text2', 'mlm') the configured losses read."""
     return {view for name in check_loss_weights(weights) for view in LOSSES[name].extra_views}
 
 

@@ -19,6 +19,7 @@ from tbpr.losses import LogitScale
 from tbpr.models.adapter import FeatureAdapter
 from tbpr.models.freezing import drop_blocks, freeze_prefixes, resolve_layers
 from tbpr.models.heads import build_ss_heads
+from tbpr.models.mlm import CrossModalMLMHead
 from tbpr.models.prompting import PromptContext
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
@@ -42,7 +43,8 @@ class ModelConfig:
     ``freeze_text_layers`` / ``drop_text_layers`` lock / remove text blocks, numbered as in the architecture;
     ``tuning`` is "full", "coop" (only context vectors initialized from ``coop_init`` learn) or
     "clip-adapter" (only a residual image-feature adapter, ``adapter_alpha``/``adapter_reduction``, learns);
-    ``ss_heads`` lists the towers ("image", "text") that get a SimCLR projection head.
+    ``ss_heads`` lists the towers ("image", "text") that get a SimCLR projection head;
+    ``mlm_head`` adds IRRA's cross-modal MLM head with ``mlm_depth`` blocks (set when losses include mlm).
     """
 
     arch: str = "ViT-B-16"
@@ -61,6 +63,8 @@ class ModelConfig:
     adapter_alpha: float = 0.4
     adapter_reduction: int = 4
     ss_heads: list[str] = field(default_factory=list)
+    mlm_head: bool = False
+    mlm_depth: int = 4
 
 
 def available_architectures() -> list[str]:
@@ -134,6 +138,7 @@ class DualEncoder(nn.Module):
             else None
         )
         self.ss_heads = build_ss_heads(config.ss_heads, self._embed_dim() if config.ss_heads else 0)
+        self.mlm_head = self._build_mlm_head(config) if config.mlm_head else None
         self._freeze(config, frozen_blocks)
 
     def _embed_dim(self) -> int:
@@ -179,6 +184,18 @@ class DualEncoder(nn.Module):
             block.attn.dropout = config.text_attn_dropout
         kept = [i for i in range(depth) if i not in drop]
         return [kept.index(i) for i in freeze]
+
+    def _build_mlm_head(self, config: ModelConfig) -> CrossModalMLMHead:
+        if not self._trim_padding or config.tuning == "coop":
+            raise ConfigError(
+                "model.mlm_head (losses.mlm) needs an open_clip CLIP text tower without prompt context; "
+                f"got arch {config.arch}, tuning {config.tuning}"
+            )
+        if config.mlm_depth < 0:
+            raise ConfigError(f"model.mlm_depth={config.mlm_depth}: expected a number of blocks >= 0")
+        return CrossModalMLMHead(
+            self._embed_dim(), self.clip.token_embedding.num_embeddings, config.mlm_depth
+        )
 
     def _build_prompt(self, config: ModelConfig) -> PromptContext:
         tokens = Tokenizer(config.context_length)(config.coop_init)[0]
@@ -241,6 +258,12 @@ class DualEncoder(nn.Module):
         if tower not in self.ss_heads:
             raise ConfigError(f"no SimCLR head for the {tower} tower: add {tower!r} to model.ss_heads")
         return self.ss_heads[tower](feats)
+
+    def predict_masked(self, text_tokens: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+        """MLM vocabulary logits [B, L, vocab] from the last text and image blocks' token outputs."""
+        if self.mlm_head is None:
+            raise ConfigError("no MLM head: set model.mlm_head (or add the mlm loss)")
+        return self.mlm_head(self.project_text_tokens(text_tokens), self.project_image_tokens(image_tokens))
 
     @property
     def image_blocks(self) -> nn.ModuleList:

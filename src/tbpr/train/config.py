@@ -55,6 +55,7 @@ class OptimConfig:
     grad_clip: float | None = None
     accum_steps: int = 1
     amp: bool = True  # autocast on CUDA only
+    mlm_lr_factor: float = 1.0  # learning-rate multiplier of the MLM head (IRRA: 5)
 
 
 @dataclass
@@ -114,12 +115,16 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> T
     cfg.model.ss_heads = [
         t for t in ("image", "text") if t in {*cfg.model.ss_heads, *required_ss_heads(cfg.losses)}
     ]
+    views = required_views(cfg.losses)
+    if "mlm" in views:  # the MLM head follows from the loss, like the SimCLR heads
+        if cfg.masking.mode == "none":
+            raise ConfigError("losses.mlm predicts masked tokens: set masking.mode to em or nam")
+        cfg.model.mlm_head = True
     if cfg.masking.mode == "nam" and cfg.data.text_augment.ops:
         raise ConfigError(
             "masking.mode=nam keeps per-token probabilities by token position, which data.text_augment.ops "
             f"{cfg.data.text_augment.ops} change every epoch: use masking.mode=em or no text augmentation"
         )
-    views = required_views(cfg.losses)
     if "text2" in views and not cfg.data.text_augment.ops:
         log.warning(
             "losses %s compare two text views, but data.text_augment has no ops: the views are identical",

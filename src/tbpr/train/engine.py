@@ -33,6 +33,7 @@ from tbpr.data.transforms import build_image_transform
 from tbpr.errors import ConfigError
 from tbpr.evaluation.evaluator import encode_split, score
 from tbpr.losses import Views, compute_losses, required_ss_heads, required_views
+from tbpr.losses.mlm import IGNORE
 from tbpr.models import DualEncoder
 from tbpr.models.checkpoint import atomic_torch_save, model_payload
 from tbpr.text.augment import TextAugmenter, expand_training_split
@@ -157,7 +158,10 @@ class Trainer:
             n = len(self.train_split.captions)
             self.masker = TokenMasker(masking, n, cfg.model.context_length, self.tokenizer, cfg.seed)
         layers = nam_layers(self.model, masking.layer) if masking.mode == "nam" else None
-        self.forward = MultiViewForward(self.model, required_ss_heads(cfg.losses), nam_layers=layers)
+        self.mlm = "mlm" in views
+        self.forward = MultiViewForward(
+            self.model, required_ss_heads(cfg.losses), nam_layers=layers, mlm=self.mlm
+        )
         self.ddp = None
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -272,10 +276,13 @@ class Trainer:
         if self.masker:  # the masked captions give the loss; NAM also encodes the full ones (to layer l)
             if self.masker.nam:
                 batch["tokens_full"] = batch["tokens"]
-            batch["tokens"] = self.masker.mask(batch["tokens"], batch["caption_index"], self.epoch)
+            masked, chosen = self.masker.mask(batch["tokens"], batch["caption_index"], self.epoch)
+            if self.mlm:  # the MLM loss predicts the original ids of the chosen positions
+                batch["mlm_labels"] = torch.where(chosen, batch["tokens"], IGNORE)
+            batch["tokens"] = masked
         inputs = {
             key: batch[key].to(self.device, non_blocking=True)
-            for key in ("image", "image2", "tokens", "tokens2", "tokens_full")
+            for key in ("image", "image2", "tokens", "tokens2", "tokens_full", "mlm_labels")
             if key in batch
         }
         net = self.ddp or self.forward
@@ -298,6 +305,8 @@ class Trainer:
             text2=gather(out.get("text2")),
             ss={name: gather(feats) for name, feats in out["ss"].items()},
             soft_label=self.soft_label_alpha(),
+            mlm_logits=out.get("mlm_logits"),
+            mlm_labels=inputs["mlm_labels"][:, : out["mlm_logits"].shape[1]] if self.mlm else None,
         )
         return compute_losses(self.cfg.losses, views, self.cfg.loss_params)
 

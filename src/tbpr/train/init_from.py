@@ -11,9 +11,9 @@ from tbpr.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# SimCLR projection heads belong to a recipe's losses, not to the encoders: a fine-tuning recipe may add
+# SimCLR and MLM heads belong to a recipe's losses, not to the encoders: a fine-tuning recipe may add
 # or drop them, so they may be absent on either side (new heads keep their fresh initialization).
-_OPTIONAL_PREFIXES = ("ss_heads.",)
+_OPTIONAL_PREFIXES = ("ss_heads.", "mlm_head.")
 _SHOWN = 5
 
 

@@ -178,11 +178,12 @@ class TokenMasker:
     def nam(self) -> bool:
         return self.table is not None
 
-    def mask(self, tokens: Tensor, caption_indices: Tensor, epoch: int) -> Tensor:
-        """The masked copy of a batch of (CPU) token rows of the given training captions."""
+    def mask(self, tokens: Tensor, caption_indices: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
+        """The masked copy of a batch of (CPU) token rows of the given training captions, and the bool
+        [B, L] of the chosen positions (``apply_masking``)."""
         indices = caption_indices.tolist()
         probs = self.table.rows(caption_indices) if self.nam else torch.full(tokens.shape, self.cfg.p)
-        masked, _ = apply_masking(
+        return apply_masking(
             tokens,
             probs,
             sample_generators(self.seed, epoch, indices),
@@ -191,7 +192,6 @@ class TokenMasker:
             mask_id=self.mask_id,
             replace=self.cfg.replace,
         )
-        return masked
 
     def probabilities(self, max_sim: Tensor, tokens: Tensor) -> Tensor:
         """r' [B, L] from each token's maximum patch similarity [B, L] (as ``nam_probabilities``)."""

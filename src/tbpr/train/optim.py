@@ -1,4 +1,8 @@
-"""The optimizer: AdamW without weight decay on biases, norms, embeddings and the temperature."""
+"""The optimizer: AdamW without weight decay on biases, norms, embeddings and the temperature.
+
+The MLM head (``mlm_head.*``, trained from scratch on top of the encoders) may learn at
+``lr * mlm_lr_factor``, as IRRA's cross-modal modules do.
+"""
 
 from __future__ import annotations
 
@@ -16,22 +20,26 @@ _NO_DECAY_KEYWORDS = (
 )
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+def parameter_groups(
+    model: nn.Module, weight_decay: float, lr: float, mlm_lr_factor: float = 1.0
+) -> list[dict]:
+    """(decay, no decay) x (encoders, MLM head) groups; empty groups are left out."""
+    groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim < 2 or any(k in name for k in _NO_DECAY_KEYWORDS):
-            no_decay.append(param)
-        else:
-            decay.append(param)
+        decay = not (param.ndim < 2 or any(k in name for k in _NO_DECAY_KEYWORDS))
+        groups.setdefault((decay, name.startswith("mlm_head.")), []).append(param)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {
+            "params": params,
+            "weight_decay": weight_decay if decay else 0.0,
+            "lr": lr * (mlm_lr_factor if head else 1.0),
+        }
+        for (decay, head), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))
     ]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
-    )
+    groups = parameter_groups(model, cfg.weight_decay, cfg.lr, cfg.mlm_lr_factor)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)

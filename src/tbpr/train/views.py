@@ -3,7 +3,8 @@
 Views of one tower go through the encoder as one concatenated batch: one forward pass per view,
 no re-encoding. Features are returned unnormalized (every loss normalizes inside); SimCLR heads,
 when the losses need them, project the tower's features of both views. With ``nam_layers`` and a
-"tokens_full" batch entry (the unmasked captions), it also returns "nam_max_sim" (``tbpr.train.nam``).
+"tokens_full" batch entry (the unmasked captions), it also returns "nam_max_sim" (``tbpr.train.nam``);
+with ``mlm``, "mlm_logits" from the last blocks' token outputs of the same forward (the MLM head).
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ from tbpr.train.nam import max_patch_similarity
 
 
 class MultiViewForward(nn.Module):
-    """``forward(batch)`` -> {'image', 'text', ['image2'], ['text2'], 'ss', 'logit_scale', ['nam_max_sim']}."""
+    """``forward(batch)`` -> {'image', 'text', ['image2'], ['text2'], 'ss', 'logit_scale', ['nam_max_sim'],
+    ['mlm_logits']}."""
 
-    def __init__(self, model: DualEncoder, ss_towers: list[str], nam_layers: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        model: DualEncoder,
+        ss_towers: list[str],
+        nam_layers: tuple[int, int] | None = None,
+        mlm: bool = False,
+    ):
         super().__init__()
         self.model = model
         self.ss_towers = list(ss_towers)
         self.nam_layers = nam_layers
+        self.mlm = mlm
 
     def _encode(self, encode, first: Tensor, second: Tensor | None) -> tuple[Tensor, Tensor | None]:
         if second is None:
@@ -33,13 +42,21 @@ class MultiViewForward(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> dict:
         out: dict = {"logit_scale": self.model.logit_scale, "ss": {}}
         nam = self.nam_layers is not None and "tokens_full" in batch
+        last_image, last_text = len(self.model.image_blocks) - 1, len(self.model.text_blocks) - 1
         image_layers = [self.nam_layers[0]] if nam else []
-        with self.model.capture_tokens(image_layers) as captured:
+        image_layers += [last_image] if self.mlm else []
+        with self.model.capture_tokens(image_layers, [last_text] if self.mlm else []) as captured:
             self._towers(batch, out)
-        if nam:  # the hook kept the first image view's tokens (the second view runs in the same call)
-            image_tokens = captured["image"][self.nam_layers[0]][: len(batch["image"])]
+        # the hooks kept each tower's first view (a second view runs in the same call, after it)
+        images, captions = len(batch["image"]), len(batch["tokens"])
+        if nam:
+            image_tokens = captured["image"][self.nam_layers[0]][:images]
             out["nam_max_sim"] = max_patch_similarity(
                 self.model, image_tokens, batch["tokens_full"], self.nam_layers[1]
+            )
+        if self.mlm:
+            out["mlm_logits"] = self.model.predict_masked(
+                captured["text"][last_text][:captions], captured["image"][last_image][:images]
             )
         return out
 
