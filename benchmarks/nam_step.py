@@ -1,4 +1,5 @@
-"""Training-step time of Noise-Aware Masking vs Equal Masking vs no masking (issue: NAM <= 1.15x EM).
+"""Training-step time of Noise-Aware Masking vs Equal Masking vs no masking (issue: NAM <= 1.15x EM),
+and of NAM with the optional MLM loss (IRRA's cross-modal head).
 
 Builds the mllm4text-small trainer once per masking mode on SynthPedes, loads a few batches once, then
 times forward + backward + optimizer step on them, the modes interleaved round by round so machine
@@ -24,13 +25,19 @@ from tbpr.data.synthpedes import generate
 from tbpr.train import load_config
 from tbpr.train.engine import Trainer
 
-MODES = ("none", "em", "nam")
+# row label -> its config overrides
+MODES = {
+    "none": ["masking.mode=none"],
+    "em": ["masking.mode=em"],
+    "nam": ["masking.mode=nam"],
+    "nam+mlm": ["masking.mode=nam", "losses.mlm=1.0"],
+}
 
 
 def build(data: Path, out: Path, mode: str, overrides: list[str]) -> Trainer:
     cfg = load_config(
         "mllm4text-small",
-        [f"data.path={data}", f"output_dir={out}", "data.num_workers=0", f"masking.mode={mode}", *overrides],
+        [f"data.path={data}", f"output_dir={out}", "data.num_workers=0", *MODES[mode], *overrides],
     )
     torch.manual_seed(0)
     return Trainer(cfg, resume=False)
@@ -57,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         generate(data, size=args.size, seed=0)
-        trainers = {m: build(data, Path(tmp) / m, m, args.overrides) for m in MODES}
+        trainers = {m: build(data, Path(tmp) / m.replace("+", "-"), m, args.overrides) for m in MODES}
         loader = iter(trainers["none"].loader)
         batches = [next(loader) for _ in range(args.batches)]
         times: dict[str, list[float]] = {m: [] for m in MODES}

@@ -105,27 +105,39 @@ def test_training_scores_the_original_ids_of_the_masked_positions(tmp_path, synt
         "mllm4text-small", [*overrides, "masking.mode=em", "masking.replace=mask", "losses.mlm=0.5"]
     )
     trainer = engine.Trainer(cfg)
-    captured = []
-    forward = trainer.forward.forward
+    masked_batches = []
+    mask = trainer.masker.mask
 
-    def keep_tokens(batch):
-        captured.append(batch["tokens"].clone())
-        return forward(batch)
+    def keep(tokens, indices, epoch):
+        masked, chosen = mask(tokens, indices, epoch)
+        masked_batches.append((tokens.clone(), masked, chosen))
+        return masked, chosen
 
-    monkeypatch.setattr(trainer.forward, "forward", keep_tokens)
+    monkeypatch.setattr(trainer.masker, "mask", keep)
     head_before = {k: v.clone() for k, v in trainer.model.mlm_head.state_dict().items()}
     trainer.train()
     assert len(seen) == 3
-    for (logits, labels), masked in zip(seen, captured, strict=True):
-        masked = masked[:, : labels.shape[1]]
-        chosen = masked == IRRA_MASK_ID
-        assert chosen.any() and torch.equal(labels != IGNORE, chosen)
-        assert (labels[chosen] != IRRA_MASK_ID).all() and (labels[chosen] > 0).all()
-        assert logits.shape[:2] == labels.shape
+    vocab = trainer.model.clip.token_embedding.num_embeddings
+    for (logits, labels), (original, masked, chosen) in zip(seen, masked_batches, strict=True):
+        assert chosen.any() and torch.equal(chosen, masked == IRRA_MASK_ID)
+        assert torch.equal(labels, original[chosen])  # row-major order of the masked positions
+        assert logits.shape == (int(chosen.sum()), vocab)  # the vocabulary MLP runs only there
     record = (tmp_path / "run/metrics.jsonl").read_text().splitlines()[0]
     assert '"mlm":' in record and '"sdm":' in record
     after = trainer.model.mlm_head.state_dict()
     assert any(not torch.equal(head_before[k], after[k]) for k in after)
+
+
+def test_head_logits_at_positions_are_the_full_logits_there():
+    torch.manual_seed(0)
+    model = DualEncoder(
+        ModelConfig(arch="tbpr-micro", image_size=(64, 32), mlm_head=True, mlm_depth=1)
+    ).eval()
+    text, image = torch.randn(2, 6, 64), torch.randn(2, 9, 64)  # block outputs (width 64)
+    positions = torch.zeros(2, 6, dtype=torch.bool)
+    positions[0, 2] = positions[1, 1] = positions[1, 4] = True
+    full = model.predict_masked(text, image)
+    torch.testing.assert_close(model.predict_masked(text, image, positions), full[positions])
 
 
 def test_mlm_head_learning_rate_factor_and_fine_tuning_without_it(tmp_path, synth_tiny):

@@ -35,7 +35,8 @@ class Views:
 
     ``image2``/``text2`` are a second augmented view; ``ss`` maps a view name ('image', 'image2',
     'text', 'text2') to its SimCLR projection. ``soft_label`` is the alpha in force at this step.
-    ``mlm_logits`` [B, L, vocab] and ``mlm_labels`` [B, L] (this process's captions only) feed the MLM loss.
+    ``mlm_logits`` [n, vocab] and ``mlm_labels`` [n] at the n masked positions of this process's captions
+    feed the MLM loss.
     """
 
     image: Tensor

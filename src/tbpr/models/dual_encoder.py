@@ -259,11 +259,15 @@ class DualEncoder(nn.Module):
             raise ConfigError(f"no SimCLR head for the {tower} tower: add {tower!r} to model.ss_heads")
         return self.ss_heads[tower](feats)
 
-    def predict_masked(self, text_tokens: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
-        """MLM vocabulary logits [B, L, vocab] from the last text and image blocks' token outputs."""
+    def predict_masked(
+        self, text_tokens: torch.Tensor, image_tokens: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """MLM vocabulary logits from the last text and image blocks' token outputs: [positions.sum(),
+        vocab] at the bool [B, L] ``positions``, or [B, L, vocab] without them (``CrossModalMLMHead``)."""
         if self.mlm_head is None:
             raise ConfigError("no MLM head: set model.mlm_head (or add the mlm loss)")
-        return self.mlm_head(self.project_text_tokens(text_tokens), self.project_image_tokens(image_tokens))
+        text, image = self.project_text_tokens(text_tokens), self.project_image_tokens(image_tokens)
+        return self.mlm_head(text, image, positions)
 
     @property
     def image_blocks(self) -> nn.ModuleList:

@@ -33,7 +33,7 @@ from tbpr.data.transforms import build_image_transform
 from tbpr.errors import ConfigError
 from tbpr.evaluation.evaluator import encode_split, score
 from tbpr.losses import Views, compute_losses, required_ss_heads, required_views
-from tbpr.losses.mlm import IGNORE
+from tbpr.losses.mlm import IGNORE, masked_labels
 from tbpr.models import DualEncoder
 from tbpr.models.checkpoint import atomic_torch_save, model_payload
 from tbpr.text.augment import TextAugmenter, expand_training_split
@@ -306,7 +306,7 @@ class Trainer:
             ss={name: gather(feats) for name, feats in out["ss"].items()},
             soft_label=self.soft_label_alpha(),
             mlm_logits=out.get("mlm_logits"),
-            mlm_labels=inputs["mlm_labels"][:, : out["mlm_logits"].shape[1]] if self.mlm else None,
+            mlm_labels=masked_labels(inputs["mlm_labels"]) if self.mlm else None,
         )
         return compute_losses(self.cfg.losses, views, self.cfg.loss_params)
 

@@ -4,7 +4,8 @@ Views of one tower go through the encoder as one concatenated batch: one forward
 no re-encoding. Features are returned unnormalized (every loss normalizes inside); SimCLR heads,
 when the losses need them, project the tower's features of both views. With ``nam_layers`` and a
 "tokens_full" batch entry (the unmasked captions), it also returns "nam_max_sim" (``tbpr.train.nam``);
-with ``mlm``, "mlm_logits" from the last blocks' token outputs of the same forward (the MLM head).
+with ``mlm`` and "mlm_labels" (``tbpr.losses.mlm``), "mlm_logits" [masked tokens, vocab] at the
+labelled positions, from the last blocks' token outputs of the same forward (the MLM head).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from tbpr.losses.mlm import IGNORE
 from tbpr.models import DualEncoder
 from tbpr.train.nam import max_patch_similarity
 
@@ -55,8 +57,10 @@ class MultiViewForward(nn.Module):
                 self.model, image_tokens, batch["tokens_full"], self.nam_layers[1]
             )
         if self.mlm:
+            text_tokens = captured["text"][last_text][:captions]
+            positions = batch["mlm_labels"][:, : text_tokens.shape[1]] != IGNORE
             out["mlm_logits"] = self.model.predict_masked(
-                captured["text"][last_text][:captions], captured["image"][last_image][:images]
+                text_tokens, captured["image"][last_image][:images], positions
             )
         return out
 
