@@ -1,5 +1,6 @@
 """The optional MLM loss (IRRA's cross-modal head; MLLM4Text-ReID Table 2): loss, head, config, engine."""
 
+import logging
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from tbpr.errors import ConfigError
 from tbpr.losses import Views, compute_losses, masked_token_loss
 from tbpr.losses.mlm import IGNORE
 from tbpr.models import DualEncoder, ModelConfig
+from tbpr.models.checkpoint import atomic_torch_save, model_payload
 from tbpr.train import engine, load_config, train
 from tbpr.train.init_from import load_init_weights
 from tbpr.train.masking import IRRA_MASK_ID
@@ -140,7 +142,7 @@ def test_head_logits_at_positions_are_the_full_logits_there():
     torch.testing.assert_close(model.predict_masked(text, image, positions), full[positions])
 
 
-def test_mlm_head_learning_rate_factor_and_fine_tuning_without_it(tmp_path, synth_tiny):
+def test_mlm_head_learning_rate_factor_and_fine_tuning_without_it(tmp_path, synth_tiny, caplog):
     overrides = [*MICRO, f"data.path={synth_tiny}", "max_steps=1", "masking.mode=nam", "losses.mlm=1.0"]
     cfg = load_config(
         "mllm4text-small", [*overrides, f"output_dir={tmp_path / 'mlm'}", "optim.mlm_lr_factor=5"]
@@ -152,3 +154,8 @@ def test_mlm_head_learning_rate_factor_and_fine_tuning_without_it(tmp_path, synt
     run = train(cfg)
     plain = DualEncoder(load_config("mllm4text-small", MICRO).model)
     load_init_weights(plain, run)  # the MLM head is optional on either side, like the SimCLR heads
+    atomic_torch_save(model_payload(plain), tmp_path / "plain.pt")
+    with caplog.at_level(logging.INFO, logger="tbpr.train.init_from"):
+        load_init_weights(model, tmp_path / "plain.pt")
+    heads = len(model.mlm_head.state_dict())
+    assert f"freshly initialized: mlm_head.* ({heads} tensors)" in caplog.text

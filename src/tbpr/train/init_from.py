@@ -63,9 +63,10 @@ def load_init_weights(model: torch.nn.Module, source: str | Path) -> Path:
         )
     fresh = [k for k in own if k not in weights]
     model.load_state_dict({k: weights.get(k, own[k]) for k in own})
+    heads = sorted({prefix for k in fresh for prefix in _OPTIONAL_PREFIXES if k.startswith(prefix)})
     log.info(
         "initialized the model from %s (weights only)%s",
         path,
-        f"; freshly initialized: {fresh}" if fresh else "",
+        f"; freshly initialized: {', '.join(h + '*' for h in heads)} ({len(fresh)} tensors)" if fresh else "",
     )
     return path
