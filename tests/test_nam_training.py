@@ -110,3 +110,28 @@ def test_nam_noise_table_on_noisy_synthpedes(tmp_path):
     assert row["corrupted_tokens"] > 0 and row["clean_mention_tokens"] > row["corrupted_tokens"]
     assert all(0 <= row[k] <= 1 for k in ("corrupted", "clean_mention", "other"))
     assert "| 1 |" in markdown_table(rows)
+
+    # positive control: plant 0.9 on the tokens of every corrupted word (found by tokenizing the word
+    # itself, independently of the analysis's span mapping) and 0.1 elsewhere; the table must show it
+    dump_path = run / "nam" / "epoch_001.pt"
+    dump = torch.load(dump_path)
+    tokenizer = Tokenizer(77)
+    manifest = read_dataset(data)
+    captions = {c.id: c for c in manifest.captions}
+    corrupted_words = {
+        cap["text"]: [cap["text"][slice(*m["span"])] for m in cap["mentions"] if m["noise"]]
+        for rec in json.loads((data / "attributes.json").read_text())["images"].values()
+        for cap in rec["captions"]
+    }
+    planted = torch.full_like(dump["probs"], 0.1)
+    for row, cid in enumerate(dump["caption_ids"].tolist()):
+        ids = tokenizer(captions[cid].text)[0].tolist()
+        for word in corrupted_words[captions[cid].text]:
+            piece = tokenizer(word.lower())[0].tolist()
+            piece = piece[1 : piece.index(tokenizer.eot_id)]
+            for start in range(len(ids) - len(piece) + 1):
+                if ids[start : start + len(piece)] == piece:
+                    planted[row, start : start + len(piece)] = 0.9
+    torch.save({**dump, "probs": planted}, dump_path)
+    (row,) = nam_noise_table(run, data)
+    assert row["corrupted"] > 0.85 and row["clean_mention"] < 0.2 and row["other"] < 0.2
