@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -74,21 +74,23 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
 
 def smollm2_folder() -> Path:
-    """SmolLM2-135M-Instruct as a transformers folder: converted once (about 25 s), then reused.
-
-    The folder appears under its final name only when complete (renamed from a temp folder), and a
-    file lock keeps parallel test workers from converting it twice.
-    """
+    """SmolLM2-135M-Instruct as a transformers folder: converted once (about 25 s), then reused."""
     gguf = smollm2_gguf()
+    return cached_folder("smollm2-135m-instruct-fp32-sampling", lambda out: _convert_gguf(gguf, out))
+
+
+def cached_folder(name: str, build: Callable[[Path], None]) -> Path:
+    """``cache_dir()/name``, built once by ``build(folder)``: it appears under its final name only when
+    complete (renamed from a temp folder), and a file lock keeps parallel test workers from building it twice."""
     root = cache_dir()
-    target = root / "smollm2-135m-instruct-fp32-sampling"
+    target = root / name
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".smollm2.lock", "w") as lock:
+    with open(root / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.is_dir():
-            tmp = Path(tempfile.mkdtemp(dir=root, prefix=".smollm2-"))
+            tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
             try:
-                _convert_gguf(gguf, tmp)
+                build(tmp)
                 tmp.rename(target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -6,16 +6,13 @@ that need predictable verdicts wrap a backend with ``Scripted``, which replaces 
 still go through the real model unless ``inner`` is None).
 """
 
-import fcntl
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from llm_server import cache_dir, smollm2_folder, transformers_serve
+from llm_server import cached_folder, smollm2_folder, transformers_serve
 from tbpr.cli import main
 from tbpr.errors import DataError
 from tbpr.generate.caption import METHOD, caption_images, image_id, scan_images, slot
@@ -98,19 +95,7 @@ def _build_tiny_llava(out: Path) -> None:
 @pytest.fixture(scope="session")
 def tiny_vlm() -> Path:
     """The tiny LLaVA folder: built once (a few seconds) under the test cache, then reused."""
-    root = cache_dir()
-    target = root / "tiny-llava-random-v1"
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".tiny-llava.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.is_dir():
-            tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tiny-llava-"))
-            try:
-                _build_tiny_llava(tmp)
-                tmp.rename(target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return cached_folder("tiny-llava-random-v1", _build_tiny_llava)
 
 
 @pytest.fixture

@@ -9,8 +9,10 @@ from tbpr.cli.generation_options import (
     add_chat_options,
     add_data_options,
     add_filter_options,
-    chat_client,
+    add_generation_options,
+    chat_settings,
     filter_config,
+    open_backend,
     train_split,
 )
 from tbpr.cli.options import add_device_option
@@ -63,21 +65,7 @@ def register_rewrite_command(actions: argparse._SubParsersAction) -> None:
         help="process only the captions whose id is I modulo N (run N shards on N machines, then "
         "`tbpr augment merge`) (default: 0/1, everything)",
     )
-    gen = p.add_argument_group("generation")
-    gen.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
-    gen.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default: 0.9)")
-    gen.add_argument("--max-tokens", type=int, default=96, help="longest rewrite, in tokens (default: 96)")
-    gen.add_argument(
-        "--keep-truncated",
-        action="store_true",
-        help="judge replies cut off at --max-tokens like any other instead of rejecting them",
-    )
-    gen.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="job seed; each request's seed derives from it, the caption id and the attempt (default: 0)",
-    )
+    add_generation_options(p, max_tokens=96, what="rewrite")
     local = p.add_argument_group("transformers backend")
     local.add_argument(
         "--gen-batch-size", type=int, default=16, help="prompts generated at once (default: 16)"
@@ -90,8 +78,6 @@ def register_rewrite_command(actions: argparse._SubParsersAction) -> None:
 
 
 def _rewrite(args: argparse.Namespace) -> int:
-    from tbpr.errors import ConfigError
-    from tbpr.generate.chat import ChatSettings
     from tbpr.generate.faithfulness import FaithfulnessFilter
     from tbpr.generate.jobs import Shard
     from tbpr.generate.llm import ChatBackend, TransformersBackend
@@ -100,15 +86,10 @@ def _rewrite(args: argparse.Namespace) -> int:
 
     prompt = get_prompt(args.prompt)
     shard = Shard.parse(args.shard)
-    settings = ChatSettings(args.temperature, args.top_p, args.max_tokens)
+    settings = chat_settings(args)
     manifest = train_split(args)
     with contextlib.ExitStack() as stack:
-        if args.backend == "transformers":
-            if not args.model:
-                raise ConfigError("--backend transformers needs --model (a hub name, folder or .gguf file)")
-            backend = TransformersBackend(args.model, args.device, args.gen_batch_size, settings)
-        else:
-            backend = ChatBackend(stack.enter_context(chat_client(args, settings)))
+        backend = open_backend(args, settings, stack, TransformersBackend, ChatBackend)
         judge = FaithfulnessFilter(filter_config(args, args.device), prompt.instruction_texts())
         summary = rewrite_captions(
             manifest,

@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import random
 
-from tbpr.cli.generation_options import add_chat_options, chat_client
+from tbpr.cli.generation_options import add_chat_options, add_generation_options, chat_settings, open_backend
 from tbpr.cli.options import add_device_option
 
 
@@ -63,12 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per stored batch (default: 32)")
     p.add_argument("--limit", type=int, help="caption only the first N images (by relative path)")
-    gen = p.add_argument_group("generation")
-    gen.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
-    gen.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default: 0.9)")
-    gen.add_argument("--max-tokens", type=int, default=128, help="longest caption in tokens (default: 128)")
-    gen.add_argument("--keep-truncated", action="store_true", help="accept replies cut off at --max-tokens")
-    gen.add_argument("--seed", type=int, default=0, help="job seed (default: 0)")
+    add_generation_options(p, max_tokens=128, what="caption or template reply")
     local = p.add_argument_group("transformers backend")
     local.add_argument("--gen-batch-size", type=int, default=8, help="images generated at once (default: 8)")
     add_device_option(local, default="cpu")
@@ -78,11 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from tbpr.errors import ConfigError
-    from tbpr.generate.chat import ChatSettings
 
-    settings = ChatSettings(args.temperature, args.top_p, args.max_tokens)
-    if args.backend == "transformers" and not args.model:
-        raise ConfigError("--backend transformers needs --model (a hub name or a local folder)")
+    settings = chat_settings(args)
     if args.images == "templates" and args.from_store:
         return _templates(args, settings)
     if not args.out:
@@ -99,10 +91,7 @@ def _caption(args: argparse.Namespace, settings) -> int:
     shard = Shard.parse(args.shard)
     templates = load_templates(args.templates) if args.instruction == "dynamic" else []
     with contextlib.ExitStack() as stack:
-        if args.backend == "transformers":
-            backend = TransformersVisionBackend(args.model, args.device, args.gen_batch_size, settings)
-        else:
-            backend = VisionChatBackend(stack.enter_context(chat_client(args, settings)))
+        backend = open_backend(args, settings, stack, TransformersVisionBackend, VisionChatBackend)
         summary = caption_images(
             args.images,
             args.out,
@@ -134,10 +123,7 @@ def _templates(args: argparse.Namespace, settings) -> int:
     captions = [t for texts in accepted_texts([args.from_store], METHOD).values() for t in texts]
     existing = load_templates(args.templates)
     with contextlib.ExitStack() as stack:
-        if args.backend == "transformers":
-            backend = TransformersBackend(args.model, args.device, 1, settings)
-        else:
-            backend = ChatBackend(stack.enter_context(chat_client(args, settings)))
+        backend = open_backend(args, settings, stack, TransformersBackend, ChatBackend, batch_size=1)
         rng = random.Random(args.seed)
         new = derive_templates(
             backend, captions, existing, args.count, args.rounds, seed=rng.randrange(2**31)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tbpr.data.readers import FORMATS
+from tbpr.errors import ConfigError
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -49,6 +50,49 @@ def add_chat_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for one reply (default: 120)"
     )
+
+
+def add_generation_options(p: argparse.ArgumentParser, max_tokens: int, what: str) -> None:
+    """Sampling settings (recorded in every store record) and the job seed."""
+    gen = p.add_argument_group("generation")
+    gen.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
+    gen.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default: 0.9)")
+    gen.add_argument(
+        "--max-tokens",
+        type=int,
+        default=max_tokens,
+        help=f"longest {what}, in tokens (default: {max_tokens})",
+    )
+    gen.add_argument(
+        "--keep-truncated",
+        action="store_true",
+        help="judge replies cut off at --max-tokens like any other instead of rejecting them",
+    )
+    gen.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="job seed; every request's seed derives from it (with the item's id and the attempt) (default: 0)",
+    )
+
+
+def chat_settings(args: argparse.Namespace):
+    """The ``ChatSettings`` of ``add_generation_options``."""
+    from tbpr.generate.chat import ChatSettings
+
+    return ChatSettings(args.temperature, args.top_p, args.max_tokens)
+
+
+def open_backend(args: argparse.Namespace, settings, stack, local, remote, batch_size: int | None = None):
+    """The backend ``--backend`` names: ``local(model, device, batch size, settings)`` for "transformers"
+    (``--gen-batch-size`` unless ``batch_size``), else ``remote(ChatClient)``, the client closed by ``stack``."""
+    if args.backend == "transformers":
+        if not args.model:
+            raise ConfigError(
+                "--backend transformers needs --model (a hub name or folder; text models: or .gguf)"
+            )
+        return local(args.model, args.device, batch_size or args.gen_batch_size, settings)
+    return remote(stack.enter_context(chat_client(args, settings)))
 
 
 def chat_client(args: argparse.Namespace, settings):

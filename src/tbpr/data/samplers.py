@@ -150,11 +150,11 @@ class IdentityBatchSampler(_EpochBatchSampler):
         return batches
 
 
-class PerImageBatchSampler(_EpochBatchSampler):
+class PerImageBatchSampler(RandomBatchSampler):
     """Batches of caption indices with one caption per image per epoch (``tbpr data from-captions``).
 
     ``image_of_caption[i]`` is the image of caption ``i``. Each epoch draws, for every image, one of its
-    captions uniformly, shuffles the images and cuts them into batches: an epoch has
+    captions uniformly, then batches the images as ``RandomBatchSampler`` batches samples: an epoch has
     ``images // batch_size`` batches (plus a smaller one if not ``drop_last``), and no image appears
     twice in it, so no batch holds two captions of one image (one identity each).
     """
@@ -168,22 +168,15 @@ class PerImageBatchSampler(_EpochBatchSampler):
         world_size: int = 1,
         drop_last: bool = True,
     ):
-        super().__init__(batch_size, seed, rank, world_size, drop_last)
         members = _members(image_of_caption)
+        super().__init__(len(members), batch_size, seed, rank, world_size, drop_last)
         self._captions = np.concatenate(members)
         self._counts = np.array([len(m) for m in members])
         self._starts = np.cumsum(self._counts) - self._counts
 
-    def __len__(self) -> int:
-        full, rest = divmod(len(self._counts), self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
-
     def _draw(self, rng: np.random.Generator) -> list[np.ndarray]:
         picks = self._captions[self._starts + rng.integers(0, self._counts)]
-        order = picks[rng.permutation(len(picks))]
-        return [
-            order[i : i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size)
-        ]
+        return [picks[batch] for batch in super()._draw(rng)]
 
 
 def _members(keys: Sequence[int]) -> list[np.ndarray]:
