@@ -66,6 +66,38 @@ def test_no_resume_starts_over(tmp_path, synth_tiny):
     assert sorted(train_losses(tmp_path / "run")) == [1, 2, 3]
 
 
+def test_resume_drops_a_torn_last_metrics_line(tmp_path, synth_tiny):
+    train(config(tmp_path, "run", synth_tiny, "max_steps=2", "eval_every=0"))
+    with (tmp_path / "run/metrics.jsonl").open("a") as fh:
+        fh.write('{"kind": "train", "step": 3, "lo')  # a kill during the write leaves half a line
+    train(config(tmp_path, "run", synth_tiny, "max_steps=4", "eval_every=0"))
+    assert sorted(train_losses(tmp_path / "run")) == [1, 2, 3, 4]
+
+
+def test_resume_with_another_config_is_refused_with_the_fields_that_differ(tmp_path, synth_tiny, caplog):
+    run = tmp_path / "run"
+    sets = [
+        x for a in [*MICRO, f"data.path={synth_tiny}", "max_steps=1", "eval_every=0"] for x in ("--set", a)
+    ]
+    assert main(["train", *sets, "--out", str(run)]) == 0
+    other = [*sets, "--set", "model.image_size=[64, 48]", "--set", "optim.lr=2e-3"]
+    caplog.clear()
+    assert main(["train", *other, "--out", str(run)]) == 2  # was an 80-line state_dict size mismatch
+    (message,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "model.image_size: [64, 32] -> [64, 48]" in message and "optim.lr: 0.001 -> 0.002" in message
+    assert "2 field(s) differ" in message and "--no-resume" in message and "another --out" in message
+    assert "Traceback" not in caplog.text
+    # fields that change only when a run stops, saves or how it is fed may differ
+    assert (
+        main(["train", *sets, "--set", "max_steps=2", "--set", "data.num_workers=1", "--out", str(run)]) == 0
+    )
+    assert main(["train", *other, "--out", str(run), "--no-resume"]) == 0
+    assert torch.load(run / "checkpoints/last.pt", weights_only=False)["config"]["model"]["image_size"] == [
+        64,
+        48,
+    ]
+
+
 def test_best_checkpoint_is_selected_on_validation_split(tmp_path, synth_tiny):
     run = train(config(tmp_path, "run", synth_tiny))
     val = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

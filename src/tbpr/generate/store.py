@@ -13,7 +13,6 @@ resuming never loses a finished record and never keeps half of one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -23,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tbpr.errors import ConfigError, DataError
+from tbpr.crashsafe import drop_torn_tail, exclusive_lock
+from tbpr.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -168,16 +168,12 @@ class CaptionStore:
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[CaptionStore]:
         """Hold the store for one job: no other process may fill it meanwhile; a torn tail is dropped."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConfigError(
-                    f"caption store {self.path} is being written by another process; wait for it to "
-                    "finish or write to another store"
-                ) from None
-            self._drop_torn_tail()
+        busy = (
+            f"caption store {self.path} is being written by another process; wait for it to "
+            "finish or write to another store"
+        )
+        with exclusive_lock(self.path, busy):
+            drop_torn_tail(self.path)
             yield self
 
     def append(self, records: Iterable[StoreRecord]) -> None:
@@ -196,30 +192,6 @@ class CaptionStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-
-    def _drop_torn_tail(self) -> None:
-        """Cut the file after its last newline, so the next append starts on a fresh line."""
-        with open(self.path, "r+b") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            if size == 0 or (fh.seek(size - 1), fh.read(1))[1] == b"\n":
-                return
-            keep, end = 0, size
-            while end > 0:
-                start = max(0, end - 65536)
-                fh.seek(start)
-                newline = fh.read(end - start).rfind(b"\n")
-                if newline >= 0:
-                    keep = start + newline + 1
-                    break
-                end = start
-            log.warning(
-                "%s: dropping a torn last line (%d bytes) left by an interrupted write",
-                self.path,
-                size - keep,
-            )
-            fh.truncate(keep)
-            fh.flush()
-            os.fsync(fh.fileno())
 
 
 SELECTIONS = ("accepted", "all")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from tbpr.atomic import write_text
 from tbpr.config import save_yaml, to_dict
+from tbpr.crashsafe import drop_torn_tail
 from tbpr.data.check import load_training_manifest
 from tbpr.data.datasets import CaptionPairDataset
 from tbpr.data.fewshot import sample_identities
@@ -44,6 +45,7 @@ from tbpr.train.masking import TokenMasker
 from tbpr.train.nam import nam_layers
 from tbpr.train.optim import build_optimizer
 from tbpr.train.reproducible import SeededBatches, SeededDataset, rng_state, seed_everything, set_rng_state
+from tbpr.train.resume import check_resumable
 from tbpr.train.schedule import warmup_cosine_factor
 from tbpr.train.views import MultiViewForward
 
@@ -63,9 +65,11 @@ class MetricsLog:
             self.writer = SummaryWriter(str(path.parent / "tb"))
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past ``step`` (written after the checkpoint a resumed run starts from)."""
+        """Drop records past ``step`` (written after the checkpoint a resumed run starts from) and a torn
+        last line (a kill during a write)."""
         if not self.enabled or not self.path.exists():
             return
+        drop_torn_tail(self.path)
         keep = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
         write_text(self.path, "".join(line + "\n" for line in keep))
 
@@ -94,6 +98,8 @@ class Trainer:
         self.device = torch.device(cfg.device) if cfg.device else self.dist.device
         self.out = Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
+        if resume and (self.ckpt_dir / "last.pt").exists():  # before any work: refuse another config
+            check_resumable(cfg, self.ckpt_dir / "last.pt")
         if cfg.data.batch_size % self.dist.world_size:
             raise ConfigError(
                 f"data.batch_size={cfg.data.batch_size} must be divisible by the number of processes "
