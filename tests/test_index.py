@@ -99,7 +99,8 @@ def test_build_stores_items_hashes_and_lists_unreadable_files(built, gallery, ti
     assert model["fingerprint"] == "sha256:" + hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert model["checkpoint_path"] == str(ckpt.resolve()) and model["arch"] == "tbpr-micro"
     assert model["image_size"] == [64, 32] and model["context_length"] == 77 and len(model["mean"]) == 3
-    assert sorted(p.name for p in built.iterdir()) == ["gen-0001", "index.json"]  # no parts, no temp files
+    # no parts, no temp files; the writer lock's file stays
+    assert sorted(p.name for p in built.iterdir()) == [".lock", "gen-0001", "index.json"]
 
     assert emb.dtype == np.float32 and emb.shape[1] == 64
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -189,8 +190,11 @@ def test_interrupted_build_resumes_without_re_encoding_finished_chunks(
     assert items == full_items and bad == full_bad
     np.testing.assert_allclose(emb, full_emb, atol=1e-6)
     assert not (out / "parts").exists()
-    with pytest.raises(ConfigError, match="already holds an index"):
-        build_index(tiny_run, gallery, out, num_workers=0)
+    calls.clear()
+    assert build_index(tiny_run, gallery, out, num_workers=0) == out  # finished: nothing to do
+    assert calls == [] and read_index_meta(out)["generation"] == 1
+    with pytest.raises(ConfigError, match="already holds another index"):
+        build_index(tiny_run, gallery, out, num_workers=0, kind="hnsw")
 
 
 def test_parts_of_another_folder_are_not_reused(tmp_path, synth_tiny, tiny_run, monkeypatch):

@@ -116,8 +116,19 @@ def test_update_prints_what_changed(tmp_path, synth_tiny, tiny_run, capsys):
         ),
         (["index", "build", "--run", "{tmp}", "--images", "{images}", "--out", "{tmp}/o"], "no checkpoint"),
         (
-            ["index", "build", "--run", "{run}", "--images", "{images}", "--out", "{index}"],
-            "already holds an index",
+            [
+                "index",
+                "build",
+                "--run",
+                "{run}",
+                "--images",
+                "{images}",
+                "--out",
+                "{index}",
+                "--kind",
+                "hnsw",
+            ],
+            "already holds another index",
         ),
         (
             ["index", "build", "--run", "{run}", "--images", "{images}", "--out", "{tmp}/o", "--nprobe", "3"],

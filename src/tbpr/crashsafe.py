@@ -5,7 +5,8 @@
 - ``drop_torn_tail``: a process killed while appending a line leaves at most one line without its
   newline; cutting the file after its last newline lets readers and the next append carry on.
 - ``kill_point``: a named step of a multi-step switch where tests deliver a real signal to the process
-  (``TBPR_SIGNAL_AT=step`` or ``step:SIGSTOP``; SIGKILL by default), to prove that every step recovers.
+  (``TBPR_SIGNAL_AT=step``, SIGKILL, or ``step:SIGSTOP``; step names have no colon), to prove that
+  every step recovers.
 """
 
 from __future__ import annotations

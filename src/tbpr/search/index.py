@@ -9,15 +9,19 @@ Layout of an index folder (see docs/search.md)::
         unreadable.json       files that were skipped: path, reason, size, mtime_ns
         faiss.index           the FAISS index over the embeddings (flat, hnsw or ivf)
     INDEX/parts/              encoded chunks of a build or update in progress (removed when it completes)
+    INDEX/.lock               held (flock) by the one build or update writing the folder
 
 Images are encoded in chunks; each finished chunk is written to ``parts/`` (embeddings, then its item
 list, both atomically), so re-running an interrupted build or update encodes only what is missing.
 An update writes a new generation folder, switches ``index.json`` to it and then removes the old one:
-a reader sees the old or the new index, never a mixture.
+a reader sees the old or the new index, never a mixture. A writer killed at any step of that switch is
+recovered by the next build or update of the folder (``_recover``): what ``index.json`` does not name
+is removed, and parts the current generation already holds are dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -39,6 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from tbpr.atomic import atomic_write, write_json
+from tbpr.crashsafe import exclusive_lock, kill_point
 from tbpr.data.datasets import ImageDataset
 from tbpr.data.readers import summarize
 from tbpr.errors import ConfigError, DataError
@@ -49,6 +54,7 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
 PARTS_DIR = "parts"
+LOCK_FILE = ".lock"
 FORMAT = "tbpr-index"
 VERSION = 1
 KINDS = ("flat", "hnsw", "ivf")
@@ -316,8 +322,6 @@ def _write_generation(
     """
     if not rows:
         raise DataError(f"no readable images under {meta['images_dir']}; nothing to index")
-    for stale in index_dir.glob(".gen-*.tmp"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
     generation = meta.get("generation", 0) + 1
     data_name = f"gen-{generation:04d}"
     tmp_dir = Path(tempfile.mkdtemp(dir=index_dir, prefix=f".{data_name}.", suffix=".tmp"))
@@ -347,10 +351,12 @@ def _write_generation(
         log.info("building the %s FAISS index over %d embeddings", meta["kind"], len(rows))
         faiss.write_index(build_faiss(emb, meta["kind"], meta["params"]), str(tmp_dir / "faiss.index"))
         del emb
+        kill_point("index.generation-written")
         os.replace(tmp_dir, index_dir / data_name)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
+    kill_point("index.generation-renamed")
     previous = meta.get("data")
     meta.update(
         generation=generation,
@@ -360,10 +366,60 @@ def _write_generation(
         unreadable=len(unreadable),
         updated=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    write_json(index_dir / INDEX_FILE, meta, indent=2)
+    write_json(index_dir / INDEX_FILE, meta, indent=2)  # the switch: readers now load the new generation
+    kill_point("index.switched")
     if previous:
         shutil.rmtree(index_dir / previous, ignore_errors=True)
+    kill_point("index.previous-removed")
     shutil.rmtree(index_dir / PARTS_DIR, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _writing(index_dir: Path) -> Iterator[None]:
+    """Be the one writer of ``index_dir`` (refuse a second one) and recover what a killed writer left."""
+    busy = (
+        f"{index_dir} is being written by another `tbpr index build` or `tbpr index update`; wait for it "
+        "to finish and run this command again"
+    )
+    with exclusive_lock(index_dir / LOCK_FILE, busy):
+        _recover(index_dir)
+        yield
+
+
+def _recover(index_dir: Path) -> None:
+    """Undo or finish a switch a killed writer left half done (call with the writer lock held).
+
+    Removes unfinished generation folders, generation folders ``index.json`` does not name (renamed into
+    place but never switched to, or the previous one of a switch) and parts whose every file the current
+    generation holds unchanged (left by a switch that completed).
+    """
+    for stale in index_dir.glob(".gen-*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    meta = read_index_meta(index_dir) if (index_dir / INDEX_FILE).exists() else None
+    current = meta["data"] if meta else None
+    for folder in index_dir.glob("gen-*"):
+        if folder.name != current:
+            log.info(
+                "removing %s: an interrupted build or update left it, index.json does not name it", folder
+            )
+            shutil.rmtree(folder, ignore_errors=True)
+    parts_dir = index_dir / PARTS_DIR
+    if current is None or not parts_dir.is_dir():
+        return
+    data = index_dir / current
+    items = json.loads((data / "items.json").read_text())
+    held = set(zip(items["path"], items["size"], items["mtime_ns"]))
+    held |= _keys(json.loads((data / "unreadable.json").read_text()))
+    for meta_file in parts_dir.glob("part-*.json"):
+        if _keys(json.loads(meta_file.read_text())["files"]) <= held:
+            meta_file.unlink()
+            (parts_dir / f"{meta_file.stem}.npy").unlink(missing_ok=True)
+    if not any(parts_dir.glob("part-*.json")):
+        shutil.rmtree(parts_dir, ignore_errors=True)
+
+
+def _keys(records: list[dict]) -> set[tuple[str, int, int]]:
+    return {(r["path"], r["size"], r["mtime_ns"]) for r in records}
 
 
 def _log_unreadable(unreadable: list[_Row], images_dir: Path, listed_in: Path) -> None:
@@ -416,44 +472,72 @@ def build_index(
     """Encode every image under ``images_dir`` with a run's model and write an index to ``out_dir``.
 
     ``kind`` is flat (exact), hnsw or ivf (approximate; ``params`` as in DEFAULT_PARAMS). Unreadable
-    files are skipped and listed. Re-running an interrupted build resumes it. Returns ``out_dir``.
+    files are skipped and listed. Re-running an interrupted build resumes it; re-running a finished one
+    does nothing. Another build or update of ``out_dir`` at the same time is refused. Returns ``out_dir``.
     """
     images_dir, out_dir = Path(images_dir).resolve(), Path(out_dir)
     resolved_params(kind, params, 1)  # reject a bad kind or parameter before any work
     if chunk_size < 1 or batch_size < 1:
         raise ConfigError(f"chunk size and batch size must be positive (got {chunk_size}, {batch_size})")
-    if (out_dir / INDEX_FILE).exists():
-        raise ConfigError(
-            f"{out_dir} already holds an index: update it with `tbpr index update {out_dir}`, "
-            "or choose another --out"
-        )
     files = scan_folder(images_dir)
     if not files:
         raise DataError(f"no images (.jpg, .jpeg, .png, .webp) under {images_dir}")
-    loaded = load_run(run, checkpoint, device)
-    fingerprint = checkpoint_fingerprint(loaded.checkpoint)
+    checkpoint_file = resolve_checkpoint(Path(run), checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
-    origin = {"images_dir": str(images_dir), "fingerprint": fingerprint}
-    enc = _encode_pending(
-        loaded, images_dir, files, out_dir / PARTS_DIR, origin, chunk_size, batch_size, num_workers, device
-    )
-    outcomes = [_Row(f, enc.done[_key(f)]) for f in files]
-    rows = [r for r in outcomes if r.enc.problem is None]
-    unreadable = [r for r in outcomes if r.enc.problem is not None]
-    meta = {
-        "format": FORMAT,
-        "version": VERSION,
-        "images_dir": str(images_dir),
-        "kind": kind,
-        "params": resolved_params(kind, params, len(rows) or 1),
-        "requested_params": params or {},  # re-resolved by updates (an automatic ivf nlist follows the size)
-        "model": _model_record(loaded, run, checkpoint, fingerprint),
-        "built": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    _write_generation(out_dir, meta, rows, unreadable, enc.arrays)
-    _log_unreadable(unreadable, images_dir, out_dir / meta["data"] / "unreadable.json")
-    log.info("indexed %d images of %s into %s", len(rows), images_dir, out_dir)
+    with _writing(out_dir):
+        if (out_dir / INDEX_FILE).exists():
+            _check_finished_build(out_dir, checkpoint_file, images_dir, kind, params or {})
+            return out_dir
+        loaded = load_run(run, checkpoint, device)
+        fingerprint = checkpoint_fingerprint(loaded.checkpoint)
+        origin = {"images_dir": str(images_dir), "fingerprint": fingerprint}
+        enc = _encode_pending(
+            loaded,
+            images_dir,
+            files,
+            out_dir / PARTS_DIR,
+            origin,
+            chunk_size,
+            batch_size,
+            num_workers,
+            device,
+        )
+        outcomes = [_Row(f, enc.done[_key(f)]) for f in files]
+        rows = [r for r in outcomes if r.enc.problem is None]
+        unreadable = [r for r in outcomes if r.enc.problem is not None]
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "images_dir": str(images_dir),
+            "kind": kind,
+            "params": resolved_params(kind, params, len(rows) or 1),
+            # re-resolved by updates (an automatic ivf nlist follows the size)
+            "requested_params": params or {},
+            "model": _model_record(loaded, run, checkpoint, fingerprint),
+            "built": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        _write_generation(out_dir, meta, rows, unreadable, enc.arrays)
+        _log_unreadable(unreadable, images_dir, out_dir / meta["data"] / "unreadable.json")
+        log.info("indexed %d images of %s into %s", len(rows), images_dir, out_dir)
     return out_dir
+
+
+def _check_finished_build(out_dir: Path, checkpoint: Path, images_dir: Path, kind: str, params: dict) -> None:
+    """Nothing to do if ``out_dir`` holds the index this build asks for; ConfigError if another index."""
+    meta = read_index_meta(out_dir)
+    asked = (str(images_dir), checkpoint_fingerprint(checkpoint), kind, params)
+    held = (meta["images_dir"], meta["model"]["fingerprint"], meta["kind"], meta["requested_params"])
+    if asked != held:
+        raise ConfigError(
+            f"{out_dir} already holds another index (of {meta['images_dir']}, {meta['kind']}, built with "
+            f"{meta['model']['checkpoint_path']}): update it with `tbpr index update {out_dir}`, or choose "
+            "another --out"
+        )
+    log.info(
+        "%s already holds this index, complete; `tbpr index update %s` picks up changed images",
+        out_dir,
+        out_dir,
+    )
 
 
 @dataclass
@@ -480,9 +564,16 @@ def update_index(
     """Bring an index up to date with its image folder, re-encoding only new and changed files.
 
     A file is unchanged if its size and mtime are (fast check) or its sha256 is; deleted files are
-    dropped. The FAISS index is rebuilt. An interrupted update resumes like a build.
+    dropped. The FAISS index is rebuilt. An interrupted update resumes like a build; another build or
+    update of the folder at the same time is refused.
     """
     index_dir = Path(index_dir)
+    read_index_meta(index_dir)  # a clear error for a folder that is no index, before taking its lock
+    with _writing(index_dir):
+        return _update(index_dir, batch_size, num_workers, device, chunk_size)
+
+
+def _update(index_dir: Path, batch_size: int, num_workers: int, device: str, chunk_size: int) -> UpdateReport:
     meta = read_index_meta(index_dir)
     images_dir = Path(meta["images_dir"])
     files = scan_folder(images_dir)
