@@ -201,7 +201,7 @@ def test_caption_noise_one_changes_every_word_and_zero_none(synth_tiny, tmp_path
     out = tmp_path / "noisy"
     shutil.copytree(synth_tiny, out)
     before = _digest(out / "imgs")
-    generate(out, size="tiny", seed=0, caption_noise=1.0)
+    generate(out, size="tiny", seed=0, caption_noise=1.0, overwrite=True)
     assert _digest(out / "imgs") == before  # images reused
     rows, truth = _load(out)
     _, clean = _load(synth_tiny)
@@ -334,6 +334,26 @@ def test_regenerating_a_complete_folder_is_a_no_op(synth_tiny):
     stamps = {p: p.stat().st_mtime_ns for p in synth_tiny.rglob("*") if p.is_file()}
     assert generate(synth_tiny, size="tiny", seed=0) == synth_tiny / "reid_raw.json"
     assert {p: p.stat().st_mtime_ns for p in synth_tiny.rglob("*") if p.is_file()} == stamps
+
+
+def test_other_settings_over_a_complete_folder_are_refused_unless_overwrite(synth_tiny, tmp_path, caplog):
+    from tbpr.cli import main
+
+    out = tmp_path / "data"
+    shutil.copytree(synth_tiny, out)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"other settings \(seed 0 -> 1\).*--overwrite"):
+        generate(out, size="tiny", seed=1)
+    caplog.clear()
+    assert main(["synth", str(out), "--size", "small", "--caption-noise", "0.5"]) == 2
+    (message,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "size 'tiny' -> 'small', caption_noise 0.0 -> 0.5" in message and "another folder" in message
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps  # nothing touched
+    assert main(["synth", str(out), "--seed", "0"]) == 0  # the same settings: nothing to do
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+    assert main(["synth", str(out), "--seed", "1", "--overwrite"]) == 0
+    assert json.loads((out / "synthpedes.json").read_text())["params"]["seed"] == 1
+    assert _digest(out / "imgs") != _digest(synth_tiny / "imgs")
 
 
 def test_an_interrupted_run_leaves_no_annotations_and_can_resume(tmp_path, monkeypatch):

@@ -16,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "into OUT (imgs/, reid_raw.json, attributes.json). See docs/synthpedes.md.",
     )
     p.add_argument(
-        "out", type=Path, help="output folder (created; must be new, empty or an earlier SynthPedes run)"
+        "out",
+        type=Path,
+        help="output folder (created; must be new, empty or an earlier SynthPedes run: with the same "
+        "settings nothing is done, other settings need --overwrite)",
     )
     p.add_argument(
         "--size",
@@ -45,12 +48,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PNG",
         help="also write a contact sheet of a few identities to this PNG file",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a complete dataset in OUT made with other settings (runs and indexes built on it "
+        "go stale; without this flag the command refuses)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     path = generate(
-        args.out, size=args.size, seed=args.seed, caption_noise=args.caption_noise, workers=args.workers
+        args.out,
+        size=args.size,
+        seed=args.seed,
+        caption_noise=args.caption_noise,
+        workers=args.workers,
+        overwrite=args.overwrite,
     )
     if args.contact_sheet is not None:
         write_contact_sheet(args.out, args.contact_sheet)

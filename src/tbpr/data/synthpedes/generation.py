@@ -159,12 +159,14 @@ def generate(
     seed: int = 0,
     caption_noise: float = 0.0,
     workers: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a SynthPedes dataset to ``out_dir`` and return the path of its ``reid_raw.json``.
 
-    Regenerating into a complete folder with the same parameters returns at once; changing only
-    ``caption_noise`` reuses the images. ``workers`` (default: 1 for under 1000 images, else up to
-    8 processes) does not change the output.
+    Regenerating into a complete folder with the same parameters returns at once. A complete dataset
+    of other parameters is replaced only with ``overwrite`` (runs and indexes built on it would go
+    stale); changing only ``caption_noise`` then reuses the images. ``workers`` (default: 1 for under
+    1000 images, else up to 8 processes) does not change the output.
     """
     if size not in SIZES:
         raise ConfigError(f"size {size!r} is unknown; use one of {', '.join(SIZES)}")
@@ -185,6 +187,16 @@ def generate(
     if _complete_and_matching(out, state, params):
         log.info("%s is already complete for %s; nothing to do", out, params)
         return out / "reid_raw.json"
+    if state and state.get("complete") and state.get("params") != params and not overwrite:
+        differ = ", ".join(
+            f"{k} {state['params'].get(k)!r} -> {v!r}"
+            for k, v in params.items()
+            if state["params"].get(k) != v
+        )
+        raise ConfigError(
+            f"{out} already holds a complete SynthPedes dataset with other settings ({differ}); runs and "
+            "indexes built on it would go stale: choose another folder, or pass --overwrite to replace it"
+        )
     image_params = {k: params[k] for k in ("generator_version", "size", "seed")}
     images_ready = bool(state and state.get("images_complete") and state.get("image_params") == image_params)
 
