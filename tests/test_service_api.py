@@ -8,11 +8,12 @@ from fastapi.testclient import TestClient
 from tbpr.search.service import STATIC_DIR, create_app
 
 QUERY = "a man in a blue jacket and black trousers"
+LOCAL = "http://localhost"  # TestClient's default Host, testserver, is not a name the service answers for
 
 
 @pytest.fixture(scope="module")
 def client(tiny_searcher):
-    return TestClient(create_app(tiny_searcher))
+    return TestClient(create_app(tiny_searcher), base_url=LOCAL)
 
 
 def test_search_returns_the_searchers_ranking(client, tiny_searcher):
@@ -43,7 +44,7 @@ def test_k_defaults_to_10(client):
 
 
 def test_k_beyond_the_gallery_returns_the_whole_gallery(tiny_searcher):
-    client = TestClient(create_app(tiny_searcher, max_k=1000))
+    client = TestClient(create_app(tiny_searcher, max_k=1000), base_url=LOCAL)
     hits = client.post("/api/search", json={"query": QUERY, "k": 1000}).json()["results"]
     assert len(hits) == len(tiny_searcher)
 
@@ -69,7 +70,7 @@ def test_health_reports_gallery_and_model(client, synth_tiny):
 
 
 def test_openapi_describes_the_api_and_its_limits(tiny_searcher):
-    client = TestClient(create_app(tiny_searcher, max_query_chars=50, max_k=20))
+    client = TestClient(create_app(tiny_searcher, max_query_chars=50, max_k=20), base_url=LOCAL)
     schema = client.get("/openapi.json").json()
     assert set(schema["paths"]) == {"/api/search", "/api/images/{image_id}", "/api/health"}
     request = schema["components"]["schemas"]["SearchRequest"]["properties"]
@@ -87,7 +88,7 @@ def test_openapi_describes_the_api_and_its_limits(tiny_searcher):
 
 
 def test_openapi_declares_the_key_schemes_when_a_key_is_set(tiny_searcher):
-    schema = TestClient(create_app(tiny_searcher, api_key="k")).get("/openapi.json").json()
+    schema = TestClient(create_app(tiny_searcher, api_key="k"), base_url=LOCAL).get("/openapi.json").json()
     assert set(schema["components"]["securitySchemes"]) == {"apiKey", "bearer"}
     assert "401" in schema["paths"]["/api/search"]["post"]["responses"]
 

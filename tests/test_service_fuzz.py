@@ -26,7 +26,8 @@ FUZZ_SETTINGS = settings(
 
 @pytest.fixture(scope="module", params=[None, KEY], ids=["open", "keyed"])
 def api_schema(request, tiny_searcher):
-    return schemathesis.openapi.from_asgi("/openapi.json", create_app(tiny_searcher, api_key=request.param))
+    app = create_app(tiny_searcher, api_key=request.param, allowed_hosts=("testserver",))  # its Host
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 def test_every_operation_is_fuzzed(api_schema):

@@ -14,6 +14,7 @@ from tbpr.search.service import create_app, is_loopback, serve_in_thread
 KEY = "correct horse battery staple"
 AUTH = {"X-API-Key": KEY}
 QUERY = "a woman in a red jacket"
+LOCAL = "http://localhost"  # TestClient's default Host, testserver, is not a name the service answers for
 ROUTES = [
     ("POST", "/api/search", {"json": {"query": QUERY, "k": 3}}),
     ("GET", "/api/images/{id}", {}),
@@ -30,7 +31,7 @@ SECURITY_HEADERS = {
 
 @pytest.fixture(scope="module")
 def client(tiny_searcher):
-    return TestClient(create_app(tiny_searcher, api_key=KEY), raise_server_exceptions=False)
+    return TestClient(create_app(tiny_searcher, api_key=KEY), raise_server_exceptions=False, base_url=LOCAL)
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +197,7 @@ def test_oversized_chunked_body_is_413(client):
 
 
 def test_body_under_the_limit_is_accepted(tiny_searcher):
-    client = TestClient(create_app(tiny_searcher, max_body_bytes=64))
+    client = TestClient(create_app(tiny_searcher, max_body_bytes=64), base_url=LOCAL)
     assert client.post("/api/search", json={"query": "red"}).status_code == 200
     assert_clean_error(client.post("/api/search", json={"query": "x" * 64}), 413)
 
@@ -311,34 +312,49 @@ def test_is_loopback(host, loopback):
 
 @pytest.fixture
 def served(monkeypatch):
-    """``tbpr serve`` with uvicorn.run replaced by a recorder of what it would serve."""
+    """``tbpr serve`` recording what it would serve: the app and the requested address (bound to a free port)."""
     import uvicorn
 
-    calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    from tbpr.search import service
+
+    calls, bind = [], service.bind_socket
+
+    def record_bind(host, port):
+        calls.append((host, port))
+        return bind(host, 0)
+
+    class Server:
+        def __init__(self, config):
+            self.app = config.app
+
+        def run(self, sockets):
+            calls[-1] = (self.app, calls[-1])
+
+    monkeypatch.setattr(service, "bind_socket", record_bind)
+    monkeypatch.setattr(uvicorn, "Server", Server)
     monkeypatch.delenv(API_KEY_ENV, raising=False)
     return calls
 
 
 def test_serve_binds_loopback_by_default_without_warning(served, tiny_index, caplog):
     assert main(["serve", str(tiny_index)]) == 0
-    ((app, kwargs),) = served
-    assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 8000)
+    ((app, address),) = served
+    assert address == ("127.0.0.1", 8000)
     assert "without an API key" not in caplog.text
-    assert TestClient(app).get("/api/health").status_code == 200
+    assert TestClient(app, base_url=LOCAL).get("/api/health").status_code == 200
 
 
 def test_serve_warns_on_a_public_address_without_a_key(served, tiny_index, caplog):
     assert main(["serve", str(tiny_index), "--host", "0.0.0.0", "--port", "9001"]) == 0
     assert "0.0.0.0 without an API key" in caplog.text
-    assert served[0][1]["port"] == 9001
+    assert served[0][1] == ("0.0.0.0", 9001)
 
 
 def test_serve_takes_the_key_from_the_environment(served, tiny_index, caplog, monkeypatch):
     monkeypatch.setenv(API_KEY_ENV, "from-env")
     assert main(["serve", str(tiny_index), "--host", "0.0.0.0"]) == 0
     assert "without an API key" not in caplog.text
-    client = TestClient(served[0][0])
+    client = TestClient(served[0][0], base_url=LOCAL)
     assert client.get("/api/health").status_code == 401
     assert client.get("/api/health", headers={"X-API-Key": "from-env"}).status_code == 200
 
@@ -346,6 +362,89 @@ def test_serve_takes_the_key_from_the_environment(served, tiny_index, caplog, mo
 def test_serve_key_option_overrides_the_environment(served, tiny_index, monkeypatch):
     monkeypatch.setenv(API_KEY_ENV, "from-env")
     assert main(["serve", str(tiny_index), "--api-key", "from-option"]) == 0
-    client = TestClient(served[0][0])
+    client = TestClient(served[0][0], base_url=LOCAL)
     assert client.get("/api/health", headers={"X-API-Key": "from-env"}).status_code == 401
     assert client.get("/api/health", headers={"X-API-Key": "from-option"}).status_code == 200
+
+
+# ------------------------------------------------------------------------------ Host header (DNS rebinding)
+
+
+def get_with_host(url: str, path: str, host: str | None) -> tuple[int, str]:
+    """``GET path`` over a real socket with this exact ``Host`` header (None: no Host header at all)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.putrequest("GET", path, skip_host=True)
+    if host is not None:
+        connection.putheader("Host", host)
+    connection.endheaders()
+    response = connection.getresponse()
+    result = response.status, response.read().decode("latin-1")
+    connection.close()
+    return result
+
+
+@pytest.fixture(scope="module")
+def open_server(tiny_searcher):
+    """The service without an API key (as on loopback by default) under uvicorn."""
+    with serve_in_thread(create_app(tiny_searcher)) as url:
+        yield url
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.nip.io", "", None])
+@pytest.mark.parametrize("path", ["/api/health", "/api/images/{id}", "/", "/static/app.js"])
+def test_a_foreign_host_name_is_refused(open_server, image_id, host, path):
+    port = urlsplit(open_server).port
+    host = None if host is None else host.format(port=port)
+    status, body = get_with_host(open_server, path.format(id=image_id), host)
+    assert status == 400 and ("--allowed-host" in body or host is None)  # no Host: uvicorn refuses it
+    assert "gallery_size" not in body and "JFIF" not in body and "<html" not in body.lower()
+
+
+@pytest.mark.parametrize("host", ["localhost:{port}", "127.0.0.1:{port}", "LOCALHOST", "127.0.0.1"])
+def test_loopback_host_names_are_answered(open_server, image_id, host):
+    host = host.format(port=urlsplit(open_server).port)
+    assert get_with_host(open_server, "/api/health", host)[0] == 200
+    assert get_with_host(open_server, f"/api/images/{image_id}", host)[0] == 200
+
+
+def test_ipv6_loopback_host_is_answered(tiny_searcher):
+    with serve_in_thread(create_app(tiny_searcher), host="::1") as url:
+        port = urlsplit(url).port
+        assert get_with_host(url, "/api/health", f"[::1]:{port}")[0] == 200
+        assert get_with_host(url, "/api/health", f"evil.example:{port}")[0] == 400
+
+
+def test_no_redirect_is_built_from_the_host(open_server):
+    for path in ("/api/health/", "/static", "/api/search/"):
+        status, body = get_with_host(open_server, path, "localhost")
+        assert status not in (301, 302, 307, 308), (path, status)
+
+
+def test_serve_allowed_host_option(served, tiny_index):
+    assert main(["serve", str(tiny_index), "--host", "0.0.0.0", "--allowed-host", "gallery.lan"]) == 0
+    app = served[0][0]
+    assert TestClient(app, base_url="http://gallery.lan:8000").get("/api/health").status_code == 200
+    assert TestClient(app, base_url=LOCAL).get("/api/health").status_code == 200
+    assert TestClient(app, base_url="http://evil.example").get("/api/health").status_code == 400
+
+
+# --------------------------------------------------------------------------- serve: one-line startup errors
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_serve_rejects_an_invalid_port_before_serving(tiny_index, caplog, port):
+    assert main(["serve", str(tiny_index), "--port", port]) == 2
+    assert "1 to 65535" in caplog.text and "serving" not in caplog.text
+
+
+def test_serve_on_a_busy_port_is_a_one_line_error(tiny_index, caplog):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(tiny_index), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in caplog.text and "another --port" in caplog.text
+    assert "serving" not in caplog.text

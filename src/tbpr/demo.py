@@ -12,6 +12,7 @@ from tbpr.data import read_dataset
 from tbpr.data.synthpedes import generate
 from tbpr.evaluation import format_metrics_table, retrieval_metrics_both
 from tbpr.evaluation.run_eval import evaluate_run, load_run
+from tbpr.models.checkpoint import load_checkpoint
 from tbpr.train import load_config, train
 
 
@@ -64,7 +65,7 @@ def run_demo(
         }
     )
     minutes = (time.perf_counter() - started) / 60
-    selected = torch.load(loaded.checkpoint, map_location="cpu", weights_only=False)["selected"]
+    selected = load_checkpoint(loaded.checkpoint)["selected"]
     write_text(
         out / "report.md",
         f"# tbpr demo\n\nData: SynthPedes `{size}` (seed {seed}) in `{data_dir}`.\n"

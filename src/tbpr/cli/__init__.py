@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 
 from tbpr.errors import TbprError
 
@@ -34,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="load checkpoints that hold pickled Python objects (older tbpr versions); such a file can run "
+        "code when loaded, so use this only for files from a source you trust (= TBPR_TRUST_CHECKPOINT=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -49,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     logging.getLogger("tbpr").setLevel(level)
+    if args.trust_checkpoint:
+        from tbpr.models.checkpoint import TRUST_ENV
+
+        os.environ[TRUST_ENV] = "1"
     try:
         return int(args.func(args) or 0)
     except TbprError as err:  # user errors: one clear line, no traceback

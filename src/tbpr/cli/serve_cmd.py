@@ -27,7 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="127.0.0.1",
         help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for every interface)",
     )
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port, 1 to 65535 (default: 8000)")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name clients may reach the server by (the request's Host header, without port), e.g. the "
+        "machine's DNS name when serving on 0.0.0.0 (repeatable). Other names get 400, so a web page that "
+        "rebinds its domain to this machine cannot read the gallery. Always allowed: localhost, 127.0.0.1, "
+        "::1 and the --host address; '*' allows any name",
+    )
     p.add_argument(
         "--api-key",
         default=None,
@@ -43,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tbpr.search.searcher import Searcher
-    from tbpr.search.service import create_app, is_loopback
+    from tbpr.search.service import LOOPBACK_HOSTS, bind_socket, create_app, is_loopback
 
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if not is_loopback(args.host) and api_key is None:
@@ -53,14 +63,22 @@ def run(args: argparse.Namespace) -> int:
             args.host,
             API_KEY_ENV,
         )
+    sock = bind_socket(args.host, args.port)  # a busy or invalid port fails here, before anything loads
     searcher = Searcher(args.index, device=args.device, run=args.run)
+    allowed = (
+        *LOOPBACK_HOSTS,
+        *([args.host] if args.host not in ("0.0.0.0", "::") else []),
+        *args.allowed_host,
+    )
     log.info(
         "serving %d images on http://%s:%d/ (API key: %s)",
         len(searcher),
         args.host,
-        args.port,
+        sock.getsockname()[1],
         "required" if api_key else "none",
     )
     level = logging.getLevelName(logging.getLogger("tbpr").getEffectiveLevel()).lower()  # follows -v / -q
-    uvicorn.run(create_app(searcher, api_key=api_key), host=args.host, port=args.port, log_level=level)
+    app = create_app(searcher, api_key=api_key, allowed_hosts=allowed)
+    with sock:
+        uvicorn.Server(uvicorn.Config(app, log_level=level)).run(sockets=[sock])
     return 0

@@ -16,7 +16,8 @@ from tbpr.data.transforms import build_image_transform
 from tbpr.errors import ConfigError
 from tbpr.evaluation.evaluator import EncodedSplit, encode_split, score
 from tbpr.evaluation.figures import render_retrieval_figure
-from tbpr.models import DualEncoder, load_model
+from tbpr.models import DualEncoder
+from tbpr.models.checkpoint import load_checkpoint, model_from_payload
 from tbpr.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,9 @@ def resolve_checkpoint(run: Path, checkpoint: str = "best") -> Path:
 
 def load_run(run: Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
     path = resolve_checkpoint(run, checkpoint)
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = load_checkpoint(path)
     config = from_dict(TrainConfig, payload.get("config", {}))
-    model = load_model(path).to(device).eval()
+    model = model_from_payload(payload, path).to(device).eval()
     return LoadedRun(model, config, path)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from tbpr.errors import ConfigError
+from tbpr.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class ChatClient:
         self.max_retries = max_retries
         self.backoff = backoff
         key = api_key if api_key is not None else os.environ.get(api_key_env)
+        self._secrets = (key,)  # never in an error text, even when the server echoes the request
         self._http = httpx.Client(
             headers={"Authorization": f"Bearer {key}"} if key else {},
             timeout=timeout,
@@ -163,23 +165,27 @@ class ChatClient:
         if isinstance(response, Failure):
             return response
         if response.status_code != 200:
-            return Failure(f"HTTP {response.status_code}: {response.text[:300]}")
+            return Failure(f"HTTP {response.status_code}: {self._said(response.text)}")
         try:
             payload = response.json()
         except ValueError:
-            return Failure(f"malformed JSON reply: {response.text[:300]!r}")
+            return Failure(f"malformed JSON reply: {self._said(response.text)!r}")
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not choices:
             return Failure("the reply has no choices")
         try:
             text = choices[0]["message"]["content"]
         except (KeyError, TypeError, IndexError):
-            return Failure(f"the reply's first choice has no message content: {str(choices[0])[:300]}")
+            return Failure(f"the reply's first choice has no message content: {self._said(str(choices[0]))}")
         if not isinstance(text, str):
             return Failure(f"the reply's message content is {type(text).__name__}, not text")
         served = payload.get("model")
         truncated = choices[0].get("finish_reason") == "length"
         return Reply(text, truncated), served if isinstance(served, str) else None
+
+    def _said(self, text: str, limit: int = 300) -> str:
+        """What the server said, for an error text: secrets redacted, then cut to ``limit`` characters."""
+        return redact(text, self._secrets)[:limit]
 
     def _post_with_retries(self, body: dict[str, Any]) -> httpx.Response | Failure:
         url = f"{self.base_url}/chat/completions"
@@ -188,17 +194,17 @@ class ChatClient:
             try:
                 response = self._http.post(url, json=body)
             except httpx.TransportError as err:  # refused or dropped connections, timeouts
-                problem = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                problem = f"{type(err).__name__}: {self._said(str(err))}" if str(err) else type(err).__name__
             else:
                 if response.status_code in (401, 403):
                     raise ConfigError(
                         f"the chat server at {self.base_url} refused the API key (HTTP "
-                        f"{response.status_code}: {response.text[:200]}); put a valid key in the "
+                        f"{response.status_code}: {self._said(response.text, 200)}); put a valid key in the "
                         f"environment variable {self.api_key_env}"
                     )
                 if response.status_code != 429 and response.status_code < 500:
                     return response
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
+                problem = f"HTTP {response.status_code}: {self._said(response.text, 200)}"
                 delay = _retry_after(response) or delay
             if attempt < self.max_retries:
                 log.debug("%s (try %d); retrying in %.1f s", problem, attempt + 1, delay)

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from tbpr.crashsafe import drop_torn_tail, exclusive_lock
-from tbpr.errors import DataError
+from tbpr.errors import ConfigError, DataError
+from tbpr.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class StoreRecord:
 
     def to_json(self) -> dict[str, Any]:
         obj = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        obj["reason"] = self.reason and redact(self.reason)  # error text a server echoed: no credentials
         return {**obj, **self.extra}
 
     def to_line(self) -> bytes:

@@ -2,15 +2,18 @@
 
 Routes: ``POST /api/search``, ``GET /api/images/{id}``, ``GET /api/health``, the page at ``/`` (files
 in ``static/``) and the OpenAPI schema at ``/openapi.json`` (``/docs`` renders it). Security layers, as
-pure ASGI middleware so they act before any parsing: security headers on every response, the API key
-on every ``/api/`` route (constant-time comparison), a request-body size limit (413), and a catch-all
-that logs the traceback and answers ``500 {"detail": "internal error"}``. Errors are ``{"detail": str}``.
+pure ASGI middleware so they act before any parsing: security headers on every response, a ``Host`` check
+(400 unless the name is one the server was started for: DNS rebinding cannot reach it), the API key on
+every ``/api/`` route (constant-time comparison), a request-body size limit (413), and a catch-all that
+logs the traceback and answers ``500 {"detail": "internal error"}``. Errors are ``{"detail": str}``.
+No response is a redirect built from the request's ``Host`` (trailing-slash redirects are off).
 
 No ``from __future__ import annotations`` here: FastAPI must resolve the request model defined inside
 ``create_app`` from the endpoint's annotations.
 """
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import ipaddress
@@ -32,7 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tbpr.errors import TbprError
+from tbpr.errors import ConfigError, TbprError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ _DOCS_CSP = (
     "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+# The names a browser uses for this machine; ``Host`` must be one of them (or of ``allowed_hosts``).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -89,11 +94,15 @@ def create_app(
     searcher,
     *,
     api_key: str | None = None,
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS,
     max_query_chars: int = 1000,
     max_k: int = 100,
     max_body_bytes: int = 16 * 1024,
 ) -> FastAPI:
-    """The service around ``searcher`` (a ``tbpr.search.searcher.Searcher``, loaded once by the caller)."""
+    """The service around ``searcher`` (a ``tbpr.search.searcher.Searcher``, loaded once by the caller).
+
+    ``allowed_hosts``: the names (without port) a request's ``Host`` header may carry; ``"*"`` allows any.
+    """
 
     class SearchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -120,6 +129,7 @@ def create_app(
         version="1",
         summary="Find a person in a gallery of pedestrian images from a text description.",
         redoc_url=None,
+        redirect_slashes=False,  # a redirect's Location would be built from the request's Host
     )
 
     def error(description: str) -> dict:
@@ -199,11 +209,13 @@ def create_app(
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     app.openapi = lambda: _openapi_schema(app, api_key is not None)
-    # Added innermost first: a request meets headers, then the key, then the size limit, then the catch-all.
+    # Added innermost first: a request meets headers, then the Host check, then the key, then the size limit, then the catch-all.
     app.add_middleware(_CatchAll)
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     if api_key is not None:
         app.add_middleware(_ApiKey, key=api_key)
+    if "*" not in allowed_hosts:
+        app.add_middleware(_AllowedHosts, hosts=allowed_hosts)
     app.add_middleware(_SecurityHeaders)
     return app
 
@@ -268,6 +280,29 @@ class _SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def host_name(header: bytes) -> str:
+    """The name in a ``Host`` header value, without port or IPv6 brackets, lower-case."""
+    host = header.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class _AllowedHosts:
+    """400 for a request whose ``Host`` is not a name the server was started for (DNS rebinding)."""
+
+    def __init__(self, app, hosts: tuple[str, ...]) -> None:
+        self.app = app
+        self.hosts = frozenset(host_name(h.encode()) for h in hosts)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and host_name(_header(scope, b"host") or b"") not in self.hosts:
+            return await _reply(
+                send, 400, "this server does not answer for that Host name (tbpr serve --allowed-host NAME)"
+            )
+        await self.app(scope, receive, send)
 
 
 class _ApiKey:
@@ -367,13 +402,33 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: a free one); ConfigError when that is impossible."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: a TCP port is 1 to 65535 (0: any free one)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as err:
+        raise ConfigError(f"--host {host}: not an address of this machine ({err})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not a busy port: a TIME_WAIT one
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        hint = "another program listens there; choose another --port" if err.errno == errno.EADDRINUSE else ""
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {err.strerror}{'; ' + hint if hint else ''}"
+        ) from None
+    return sock
+
+
 @contextlib.contextmanager
 def serve_in_thread(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
     """Run ``app`` under uvicorn on a free port in a background thread; yields its base URL."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.bind((host, 0))
+    sock = bind_socket(host, 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

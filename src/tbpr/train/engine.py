@@ -36,7 +36,7 @@ from tbpr.evaluation.evaluator import encode_split, score
 from tbpr.losses import Views, compute_losses, required_ss_heads, required_views
 from tbpr.losses.mlm import IGNORE, masked_labels
 from tbpr.models import DualEncoder
-from tbpr.models.checkpoint import atomic_torch_save, model_payload
+from tbpr.models.checkpoint import atomic_torch_save, load_checkpoint, model_payload
 from tbpr.text.augment import TextAugmenter, expand_training_split
 from tbpr.train import distributed as dist
 from tbpr.train.config import TrainConfig
@@ -252,7 +252,7 @@ class Trainer:
         }
 
     def _load_state(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_checkpoint(path, self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from tbpr.errors import ConfigError
+from tbpr.models.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def load_init_weights(model: torch.nn.Module, source: str | Path) -> Path:
     Raises ConfigError naming ``init_from`` and the keys when the architectures do not match.
     """
     path = init_checkpoint(source)
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = load_checkpoint(path)
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise ConfigError(f"init_from={source}: {path} is not a tbpr checkpoint (no 'model' weights)")
     weights, own = payload["model"], model.state_dict()
