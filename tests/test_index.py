@@ -232,6 +232,8 @@ def test_update_adds_changes_and_drops_files_encoding_only_those(tmp_path, synth
     assert sum(calls) == 3  # new, changed, fixed; the touched file's hash is unchanged
     assert (report.added, report.changed, report.removed, report.encoded) == (1, 2, 1, 3)
     assert report.unreadable == 1 and report.size == len(items0["id"]) + 1
+    assert report.unchanged == len(items0["id"]) - 2  # not the still-truncated file; the touched one is
+    assert str(report).startswith(f"1 added, 2 changed, 1 removed, {report.unchanged} unchanged; 3 images")
     meta, items, emb, bad = load_data(out)
     assert meta["data"] == "gen-0002" and not (out / "gen-0001").exists() and not (out / "parts").exists()
     assert items["path"] == sorted(items["path"]) and rel(deleted) not in items["path"]
@@ -252,6 +254,7 @@ def test_update_adds_changes_and_drops_files_encoding_only_those(tmp_path, synth
     calls.clear()
     again = update_index(out, num_workers=0)
     assert calls == [] and again.encoded == 0 and read_index_meta(out)["data"] == "gen-0002"
+    assert (again.unchanged, again.unreadable) == (report.size, 1)
 
 
 def test_index_refuses_a_different_model(tmp_path, built, tiny_run):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
+import tbpr
 from tbpr.cli import main
 from tbpr.evaluation import figures as F
 from tbpr.search import Searcher
@@ -73,7 +76,8 @@ def test_search_json_lists_rank_id_score_path(cli_index, capsys):
 def test_search_sheet_draws_the_ranked_images_with_neutral_borders(cli_index, tmp_path, capsys):
     sheet = tmp_path / "sheet.png"
     assert main(["search", str(cli_index), QUERY, "-k", "4", "--sheet", str(sheet)]) == 0
-    assert capsys.readouterr().out.startswith("rank")
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split() == ["rank", "score", "path"] and printed[-1] == f"contact sheet: {sheet}"
     cell_w, cell_h = F.THUMB_SIZE[0] + 2 * F.BORDER, F.THUMB_SIZE[1] + 2 * F.BORDER
     with Image.open(sheet) as img:
         img = img.convert("RGB")
@@ -99,8 +103,11 @@ def test_update_prints_what_changed(tmp_path, synth_tiny, tiny_run, capsys):
     capsys.readouterr()
     assert main(["index", "update", str(out), "--num-workers", "0"]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith(f"{out}: 0 added, 0 changed, 1 removed,")
-    assert "0 images encoded" in line
+    kept = len(list(folder.rglob("*.jpg")))
+    assert line == (
+        f"{out}: 0 added, 0 changed, 1 removed, {kept} unchanged; 0 images encoded; "
+        f"{kept} images indexed (0 unreadable skipped)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -145,3 +152,37 @@ def test_bad_inputs_exit_2_with_a_clear_message(
     with caplog.at_level(logging.ERROR, logger="tbpr"):
         assert main([arg.format(**values) for arg in argv]) == 2
     assert message in caplog.text
+
+
+def test_unquoted_query_words_get_a_hint_to_quote_them(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "gallery.index", "a", "man", "in", "red", "-k", "3"])
+    assert exit_info.value.code == 2
+    assert 'quote it, e.g. tbpr search INDEX "a man in red"' in capsys.readouterr().err
+
+
+def test_version_usage_errors_and_help_answer_without_importing_torch():
+    """Each command line in a fresh interpreter: it exits as argparse does and torch was never imported."""
+    argvs = [
+        ["--version"],
+        ["search"],
+        ["search", "idx", "a", "man"],
+        ["search", "--help"],
+        ["index", "update"],
+        ["train", "--no-such-option"],
+        ["eval", "--help"],
+    ]
+    script = (
+        "import json, sys\n"
+        "from tbpr.cli import main\n"
+        "try:\n    main(json.loads(sys.argv[1]))\nexcept SystemExit as e:\n    code = e.code\n"
+        "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}), file=sys.stderr)\n"
+    )
+    for argv in argvs:
+        done = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(argv)], capture_output=True, text=True
+        )
+        verdict = json.loads(done.stderr.strip().splitlines()[-1])
+        assert verdict == {"code": 0 if argv[-1] in ("--help", "--version") else 2, "torch": False}, argv
+        if argv == ["--version"]:
+            assert done.stdout.strip() == f"tbpr {tbpr.__version__}"

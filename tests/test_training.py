@@ -1,6 +1,7 @@
 """Engine behaviour on SynthPedes tiny: resume equivalence, DDP equivalence, end-to-end train + eval."""
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -229,3 +230,47 @@ def test_sampler_settings_that_do_not_fit_are_config_errors(tmp_path, synth_tiny
         train(config(tmp_path, "run", synth_tiny, "data.batch_size=9", "data.num_instances=2"))
     with pytest.raises(ConfigError, match="data.sampler"):
         train(config(tmp_path, "run", synth_tiny, "data.sampler=balanced"))
+
+
+def test_a_run_shorter_than_eval_every_warns_and_validates_at_its_end(tmp_path, synth_tiny, caplog):
+    with caplog.at_level(logging.WARNING, logger="tbpr"):
+        run = train(config(tmp_path, "short", synth_tiny, "optim.epochs=2", "eval_every=5"))
+    assert "eval_every=5 is more than the 2 epochs of the run" in caplog.text
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "val"] == [2]
+    best = torch.load(run / "checkpoints/best.pt", weights_only=False)["selected"]
+    assert (best["metric"], best["epoch"]) == ("R1", 2)
+
+
+def test_a_run_stopped_by_max_steps_validates_the_model_it_ends_with(tmp_path, synth_tiny):
+    run = train(config(tmp_path, "steps", synth_tiny, "max_steps=3"))
+    val = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in val if r["kind"] == "val"] == [(0, 3)]
+    run = train(config(tmp_path, "steps", synth_tiny, "max_steps=3"))  # finished: nothing more to validate
+    assert (run / "metrics.jsonl").read_text().count('"kind": "val"') == 1
+
+
+def test_cli_train_ends_with_a_summary_of_the_selected_checkpoint(tmp_path, synth_tiny, capsys):
+    run = tmp_path / "run"
+    sets = [x for a in [*MICRO, "optim.epochs=1"] for x in ("--set", a)]
+    assert main(["train", "--config", "cpu-small", *sets, "--data", str(synth_tiny), "--out", str(run)]) == 0
+    val = torch.load(run / "checkpoints/best.pt", weights_only=False)["selected"]["val"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3] == f"run folder: {run}"
+    metrics = "  ".join(f"{k} {val[k]:.2f}" for k in ("R1", "R5", "R10", "mAP", "mINP"))
+    assert lines[-2] == f"best: epoch 1 (highest val R1); val {metrics}"
+    assert lines[-1] == (
+        f"checkpoints: {run}/checkpoints/best.pt (best on validation), {run}/checkpoints/last.pt (resumable)"
+    )
+    no_val = [
+        "train",
+        *sets,
+        "--set",
+        "eval_every=0",
+        "--data",
+        str(synth_tiny),
+        "--out",
+        str(tmp_path / "n"),
+    ]
+    assert main(no_val) == 0
+    assert "best.pt is the final model (epoch 1): no validation ran" in capsys.readouterr().out

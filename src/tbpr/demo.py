@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from tbpr.evaluation import format_metrics_table, retrieval_metrics_both
 from tbpr.evaluation.run_eval import evaluate_run, load_run
 from tbpr.models.checkpoint import load_checkpoint
 from tbpr.train import load_config, train
+
+log = logging.getLogger(__name__)
 
 
 def chance_metrics(data_dir: Path, split: str = "test", trials: int = 5) -> dict[str, dict]:
@@ -31,6 +34,18 @@ def chance_metrics(data_dir: Path, split: str = "test", trials: int = 5) -> dict
     ]
     keys = ("R1", "R5", "R10", "mAP", "mINP")
     return {d: {k: sum(r[d][k] for r in runs) / trials for k in keys} for d in ("t2i", "i2t")}
+
+
+def chance_warning(t2i: dict, chance_t2i: dict) -> str | None:
+    """A warning when text-to-image R1 or mAP is at or below random ranking's (else None)."""
+    low = [k for k in ("R1", "mAP") if t2i[k] <= chance_t2i[k]]
+    if not low:
+        return None
+    compared = ", ".join(f"{k} {t2i[k]:.1f} against {chance_t2i[k]:.1f}" for k in low)
+    return (
+        f"At or below chance: text-to-image {compared} for random ranking. The model has not learned to "
+        "retrieve: train longer (--set optim.epochs=...) or on a larger SynthPedes size (--size small)."
+    )
 
 
 def run_demo(
@@ -64,6 +79,9 @@ def run_demo(
             "i2t, random ranking": chance["i2t"],
         }
     )
+    warning = chance_warning(res["t2i"], chance["t2i"])
+    if warning:
+        log.warning("%s", warning)
     minutes = (time.perf_counter() - started) / 60
     selected = load_checkpoint(loaded.checkpoint)["selected"]
     write_text(
@@ -73,7 +91,8 @@ def run_demo(
         f"{dict(cfg.losses)}; checkpoint `{loaded.checkpoint}` selected on the validation split "
         f"(epoch {selected['epoch']}, val {selected['metric']} {selected.get('value', float('nan')):.2f}).\n\n"
         f"## Test split\n\n{table}\n\n"
-        f"![retrieval examples]({Path(res['figure']).name})\n\n"
+        + (f"**{warning}**\n\n" if warning else "")
+        + f"![retrieval examples]({Path(res['figure']).name})\n\n"
         f"Green border: the image shows the described person; red: another person.\n\n"
         f"Total time: {minutes:.1f} min.\n",
     )

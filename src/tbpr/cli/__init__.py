@@ -7,8 +7,11 @@ import importlib
 import logging
 import os
 
+from tbpr import __version__
 from tbpr.errors import TbprError
 
+# Command modules import only argparse-level code at the top (torch is imported inside ``func``), so
+# ``--version``, ``--help`` and usage errors answer at once: tests/test_search_cli.py checks it.
 # Each module defines ``register(subparsers)`` which adds its subcommand(s) and sets
 # ``func`` (called with the parsed namespace; returns an exit code).
 _COMMAND_MODULES = (
@@ -33,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tbpr",
         description="Text-based person retrieval: data, training, evaluation and search.",
     )
+    parser.add_argument("--version", action="version", version=f"tbpr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     parser.add_argument(

@@ -105,8 +105,5 @@ def run_update(args: argparse.Namespace) -> int:
         device=resolve_device(args.device),
         chunk_size=args.chunk_size,
     )
-    print(
-        f"{args.index}: {r.added} added, {r.changed} changed, {r.removed} removed, {r.unchanged} unchanged; "
-        f"{r.encoded} images encoded; {r.size} images indexed ({r.unreadable} unreadable skipped)"
-    )
+    print(f"{args.index}: {r}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from tbpr.cli.options import add_config_options
 
@@ -46,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tbpr.train import load_config, train
+    from tbpr.train.summary import run_summary
 
     overrides = list(args.overrides)
     if args.data:
@@ -60,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"init_from={json.dumps(args.init_from)}")  # a YAML string
     cfg = load_config(args.config, overrides)
     out = train(cfg, resume=not args.no_resume)
-    print(f"run folder: {out}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process only
+        print(run_summary(out))
     return 0

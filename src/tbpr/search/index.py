@@ -547,10 +547,16 @@ class UpdateReport:
     added: int
     changed: int
     removed: int
-    unchanged: int
+    unchanged: int  # readable files kept as they were (files still unreadable count under ``unreadable``)
     encoded: int
     unreadable: int
     size: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.added} added, {self.changed} changed, {self.removed} removed, {self.unchanged} unchanged; "
+            f"{self.encoded} images encoded; {self.size} images indexed ({self.unreadable} unreadable skipped)"
+        )
 
 
 def update_index(
@@ -606,7 +612,7 @@ def _update(index_dir: Path, batch_size: int, num_workers: int, device: str, chu
             changed += 1
             pending.append(f)
     removed = len(set(old) - {f.path for f in files})
-    unchanged = len(files) - added - changed
+    unchanged = sum(r.enc.problem is None for r in kept.values())
     report_args = {"added": added, "changed": changed, "removed": removed, "unchanged": unchanged}
     if not pending and not removed and all(_key(old[p][0]) == _key(r.stat) for p, r in kept.items()):
         log.info("%s is up to date with %s", index_dir, images_dir)

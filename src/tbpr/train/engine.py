@@ -189,6 +189,7 @@ class Trainer:
         self.global_step = 0
         self.best: dict | None = None
         self.stale = 0  # consecutive validations without a new best (for early_stop_patience)
+        self.validated_step: int | None = None  # global_step of the last validation
         last = self.ckpt_dir / "last.pt"
         resuming = resume and last.exists()
         if cfg.init_from and not resuming:  # fine-tuning: weights only (init.pt below holds them)
@@ -212,6 +213,12 @@ class Trainer:
             log.warning(
                 "%s has no validation split: 'best' will be the final model, never chosen on test",
                 cfg.data.path,
+            )
+        elif cfg.eval_every > cfg.optim.epochs:
+            log.warning(
+                "eval_every=%d is more than the %d epochs of the run: it validates once, at its end",
+                cfg.eval_every,
+                cfg.optim.epochs,
             )
         if cfg.early_stop_patience and not (cfg.eval_every and self.val_split.captions):
             log.warning(
@@ -247,6 +254,7 @@ class Trainer:
             "global_step": self.global_step,
             "best": self.best,
             "stale": self.stale,
+            "validated_step": self.validated_step,
             "rng": rng_state(),
             "masking": self.masker.state_dict() if self.masker else {},
         }
@@ -260,6 +268,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
         self.global_step, self.best = state["global_step"], state["best"]
         self.stale = state.get("stale", 0)  # absent from checkpoints of older versions
+        self.validated_step = state.get("validated_step")
         set_rng_state(state["rng"])
         if self.masker:
             self.masker.load_state_dict(state.get("masking", {}))
@@ -361,8 +370,12 @@ class Trainer:
                 if self._stopped() and self.main:
                     self._log_early_stop()
             self._save_last()
+        if cfg.eval_every and self.validated_step != self.global_step:  # the model the run ends with
+            self._validate()
         if self.main and (self.best is None or not (self.ckpt_dir / "best.pt").exists()):
-            self._save_best(None)
+            if self.best is None:
+                log.info("no validation ran: best.pt is the final model (epoch %d)", self.epoch)
+            self._save_best(self.best)
         self._save_last()
         self.metrics.close()
         dist.barrier()
@@ -431,6 +444,7 @@ class Trainer:
 
     def _validate(self) -> None:
         cfg = self.cfg
+        self.validated_step = self.global_step
         if self.main and self.val_split.captions:
             encoded = encode_split(
                 self.model,

@@ -1,0 +1,27 @@
+"""The summary ``tbpr train`` ends with: the selected epoch, its validation metrics, the checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+METRICS = ("R1", "R5", "R10", "mAP", "mINP")
+
+
+def run_summary(run_dir: Path) -> str:
+    """Lines naming the run folder, what ``best.pt`` holds (epoch, val metrics) and both checkpoints."""
+    ckpt = Path(run_dir) / "checkpoints"
+    selected = torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False, mmap=True)["selected"]
+    if selected.get("metric") is None:
+        best = f"best.pt is the final model (epoch {selected['epoch']}): no validation ran"
+    else:
+        val = "  ".join(f"{k} {selected['val'][k]:.2f}" for k in METRICS)
+        best = f"best: epoch {selected['epoch']} (highest val {selected['metric']}); val {val}"
+    return "\n".join(
+        [
+            f"run folder: {run_dir}",
+            best,
+            f"checkpoints: {ckpt / 'best.pt'} (best on validation), {ckpt / 'last.pt'} (resumable)",
+        ]
+    )
