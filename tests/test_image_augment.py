@@ -1,4 +1,5 @@
-"""Image augmentation catalogue (TBPS-CLIP Table 2 / appendix Table 13) and the k-of-N pool."""
+"""Image augmentation catalogue (TBPS-CLIP Table 2 / appendix Table 13, IRRA's pad/crop and erasing) and the
+k-of-N pool."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from tbpr.config import from_dict
-from tbpr.data.image_augment import OPS, TBPS_POOL, ImageAugConfig, RandomSubset, build_ops
+from tbpr.data.image_augment import OPS, TBPS_POOL, ImageAugConfig, RandomSubset, build_ops, to_float
 from tbpr.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_image_transform
 from tbpr.errors import ConfigError
 from tbpr.train.reproducible import SeededDataset
@@ -45,7 +46,7 @@ def test_each_op_is_seeded_shaped_and_not_a_no_op(op, image):
 
 
 def test_defaults_are_the_papers_values():
-    built = {name: build_ops(ImageAugConfig([name]), SIZE)[0] for name in OPS}
+    built = {name: build_ops(ImageAugConfig([name]), SIZE, OPENAI_CLIP_MEAN)[0] for name in OPS}
     assert built["random_resized_crop"].scale == (0.9, 1.0) and built["random_resized_crop"].size == SIZE
     erasing = built["random_erasing"].transforms[-1]
     assert (erasing.p, tuple(erasing.scale), tuple(erasing.ratio)) == (0.5, (0.1, 0.2), (0.3, 3.3))
@@ -63,6 +64,10 @@ def test_defaults_are_the_papers_values():
     assert built["rotation"].degrees == [-15.0, 15.0]
     assert (built["randaugment"].num_ops, built["randaugment"].magnitude) == (2, 9)
     assert built["hflip"].p == 0.5 and built["vflip"].p == 0.5
+    assert built["pad_crop"].padding == [10, 10, 10, 10] and built["pad_crop"].size == SIZE
+    irra = built["irra_erasing"]
+    assert (irra.p, tuple(irra.scale), tuple(irra.ratio)) == (0.5, (0.02, 0.4), (0.3, 3.3))
+    assert irra.value == list(OPENAI_CLIP_MEAN)
 
 
 def test_tbps_pool_matches_public_code():
@@ -146,7 +151,7 @@ def test_params_override_reaches_the_transform():
             "autoaugment": {"policy": "cifar10"},
         },
     )
-    blur, crop, auto = build_ops(cfg, SIZE)
+    blur, crop, auto = build_ops(cfg, SIZE, OPENAI_CLIP_MEAN)
     assert blur.kernel_size == (7, 7) and crop.scale == [0.3, 1.0]
     assert auto.policy == v2.AutoAugmentPolicy.CIFAR10
 
@@ -163,6 +168,43 @@ def test_random_erasing_runs_on_the_float_tensor_before_normalize(image):
     black = v2.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)(torch.zeros(3, 1, 1)).view(3, 1, 1)
     share = (erased == black).all(dim=0).float().mean().item()
     assert 0.1 <= share <= 0.2  # erasing scale [0.1, 0.2] of the image, filled black as in the public code
+
+
+def test_pad_crop_is_a_window_of_the_image_padded_by_10(image):
+    plain = build_image_transform(SIZE, train=False)  # resize, to float, normalize
+    resized = v2.Resize(SIZE, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)(image)
+    padded = torch.nn.functional.pad(
+        v2.Compose(to_float())(resized), (10, 10, 10, 10)
+    )  # black, as IRRA's Pad
+    normalize = v2.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    offsets = set()
+    for seed in range(12):
+        out = seeded(train_transform(["pad_crop"]), image, seed)
+        assert out.shape == (3, *SIZE)
+        found = [
+            (dy, dx)
+            for dy in range(21)
+            for dx in range(21)
+            if torch.allclose(out, normalize(padded[:, dy : dy + SIZE[0], dx : dx + SIZE[1]]), atol=1e-6)
+        ]
+        assert found, seed
+        offsets.add(found[0])
+    assert len(offsets) > 6 and not torch.equal(out, plain(image))
+
+
+def test_irra_erasing_fills_the_mean_after_normalization_over_2_to_40_percent(image):
+    transform = train_transform(["irra_erasing"], params={"irra_erasing": {"p": 1.0}})
+    assert isinstance(transform.transforms[-1], v2.RandomErasing)  # after Normalize, as IRRA
+    mean = torch.tensor(OPENAI_CLIP_MEAN).view(3, 1, 1)
+    shares = []
+    for seed in range(40):
+        out = seeded(transform, image, seed)
+        assert out.shape == (3, *SIZE)
+        shares.append((out == mean).all(dim=0).float().mean().item())  # IRRA: value=mean, normalized units
+    assert min(shares) >= 0.02 * 0.8 and max(shares) <= 0.4 * 1.1  # area rounding at 64x32
+    assert max(shares) > 0.2 and min(shares) < 0.1  # the range is used, not one size
+    skipped = train_transform(["irra_erasing"], params={"irra_erasing": {"p": 0.0}})
+    assert torch.equal(seeded(skipped, image, 0), build_image_transform(SIZE, train=False)(image))
 
 
 def test_eval_transform_is_unchanged(image):
@@ -187,7 +229,7 @@ def test_reads_from_a_config_mapping():
         {"ops": ["rotation", "hflip"], "mode": "pool", "k": 1, "params": {"rotation": {"degrees": 7.5}}},
         "data.augment",
     )
-    assert build_ops(cfg, SIZE)[0].degrees == [-7.5, 7.5]
+    assert build_ops(cfg, SIZE, OPENAI_CLIP_MEAN)[0].degrees == [-7.5, 7.5]
 
 
 @pytest.mark.parametrize(
@@ -207,6 +249,7 @@ def test_reads_from_a_config_mapping():
         ({"ops": ["rotation"], "params": {"rotation": {"degrees": -5}}}, "data.augment.params.rotation: "),
         ({"ops": ["random_erasing"], "params": {"random_erasing": {"p": 2}}}, "params.random_erasing"),
         ({"ops": ["autoaugment"], "params": {"autoaugment": {"policy": "x"}}}, "params.autoaugment"),
+        ({"ops": ["hflip", "irra_erasing"], "mode": "pool"}, "['irra_erasing'] run(s) on the normalized"),
     ],
 )
 def test_config_errors_name_the_field(kwargs, message):

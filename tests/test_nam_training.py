@@ -33,10 +33,36 @@ def test_mllm4text_recipes_load():
     big, small = load_config("mllm4text"), load_config("mllm4text-small")
     assert big.model.arch == "ViT-B-16" and big.model.temperature == 0.02
     assert big.data.batch_size == 512 and big.optim.epochs == 30
-    assert big.data.sampler == "per_image"  # the paper samples one of each image's captions per epoch
+    # the public code trains on every caption every epoch, one NAM row per caption (not one per image)
+    assert big.data.sampler == "random"
     for cfg in (big, small):
         assert cfg.losses == {"sdm": 1.0}
+        assert cfg.data.hflip and cfg.data.augment.ops == ["pad_crop", "irra_erasing"]  # the paper's Sec. 4.2
         assert cfg.masking.mode == "nam" and cfg.masking.p == 0.15 and cfg.masking.layer is None
+
+
+@pytest.mark.slow
+def test_mllm4text_gives_every_caption_a_noise_level_from_the_previous_epoch(tmp_path, synth_tiny):
+    """The recipe's sampler visits every caption in epoch 1, so in epoch 2 every caption masks with the
+    probabilities its own tokens got in epoch 1 (with the per-image sampler only the captions drawn in
+    epoch 1 would, the rest staying at the constant p)."""
+    captions = read_dataset(synth_tiny).split("train").captions
+    assert len(captions) == 196  # 7 batches of 28: no caption left in a dropped last batch
+    overrides = [
+        *MICRO,
+        "model.pretrained=null",
+        "data.batch_size=28",
+        "optim.epochs=1",
+        f"data.path={synth_tiny}",
+        f"output_dir={tmp_path / 'run'}",
+    ]
+    run = train(load_config("mllm4text", overrides))
+    table = torch.load(run / "checkpoints/last.pt", weights_only=False)["masking"]["current"]
+    assert table.shape[0] == len(captions)  # one row per caption
+    tokens = Tokenizer(77)([c.text for c in captions])
+    real = real_tokens(tokens, Tokenizer(77).sot_id, Tokenizer(77).eot_id)
+    start = torch.tensor(0.15, dtype=torch.float16)
+    assert ((table != start) & real).any(1).all()  # every caption's row was computed in epoch 1
 
 
 def test_nam_training_dumps_each_epochs_probabilities(tmp_path, synth_tiny):

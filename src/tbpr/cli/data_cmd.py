@@ -39,7 +39,7 @@ def _from_captions(args: argparse.Namespace) -> int:
 
     summary = build_from_captions(args.store, args.images, args.out, args.limit_images)
     print(summary.line(args.out))
-    print("train on it with data.sampler: per_image (one caption per image per epoch)")
+    print("train on it with --config mllm4text (every caption a sample of its own, every epoch)")
     return 0
 
 
@@ -49,7 +49,8 @@ def _register_from_captions(commands: argparse._SubParsersAction) -> None:
         help="a training set from a `tbpr caption` store: each image its own identity",
         description="Write a dataset folder (annotations.jsonl in the jsonl format, imgs/ linking to "
         "--images) with one training record per captioned image: its own identity, holding all its "
-        "accepted captions. Train with data.sampler: per_image to draw one caption per image per epoch.",
+        "accepted captions. Train with --config mllm4text: every caption is a sample of its own every epoch "
+        "(data.sampler: per_image draws one caption per image per epoch instead).",
     )
     p.add_argument("store", metavar="STORE", help="caption store filled by `tbpr caption`")
     p.add_argument("--images", required=True, metavar="DIR", help="the images folder that was captioned")

@@ -2,9 +2,10 @@
 
 ``build_from_captions`` writes a dataset folder in tbpr's ``jsonl`` format (docs/data-formats.md):
 ``annotations.jsonl`` with one training record per image holding all its accepted captions (of every
-captioner and instruction in the store), and ``imgs`` linking to the images folder. Training draws one
-caption per image per epoch with ``data.sampler: per_image`` (``tbpr.data.samplers.PerImageBatchSampler``): every epoch
-visits each image once, with one of its captions drawn uniformly. Images are ordered by their stable
+captioner and instruction in the store), and ``imgs`` linking to the images folder. Every caption is a
+training sample of its own (the ``mllm4text`` recipe visits each one every epoch, as the public code does);
+``data.sampler: per_image`` (``tbpr.data.samplers.PerImageBatchSampler``) draws one caption per image per
+epoch instead. Images are ordered by their stable
 caption id (a hash of the path), so ``limit_images`` keeps a fixed pseudo-random subset, and smaller
 limits give subsets of larger ones (the data-size study).
 """

@@ -1,4 +1,5 @@
-"""TBPS-CLIP's image augmentations (paper Table 2; hyperparameters of appendix Table 13) over transforms.v2.
+"""Training image augmentations over transforms.v2: TBPS-CLIP's (paper Table 2; hyperparameters of appendix
+Table 13) and IRRA's (``pad_crop``, ``irra_erasing``).
 
 ``ImageAugConfig`` (``data.augment``) names ops from ``OPS``; ``mode: sequence`` applies them all in
 order ("Stacking Together"), ``mode: pool`` applies ``k`` of them drawn per image (the "Augmentation
@@ -7,7 +8,9 @@ kept; ``params: {op: {argument: value}}`` overrides any constructor argument of 
 
 Ops run on the resized PIL image, except RandomErasing, which needs a tensor: it first converts the
 image to a float tensor in [0, 1] (erasing to black before normalization, as the public code does),
-and any op drawn after it runs on that tensor. All randomness comes from torch's RNG.
+and any op drawn after it runs on that tensor. ``irra_erasing`` is IRRA's RandomErasing: it runs last,
+on the normalized tensor, and writes the normalization mean into it (``value: mean``), as IRRA does.
+All randomness comes from torch's RNG.
 """
 
 from __future__ import annotations
@@ -35,21 +38,24 @@ class OpSpec:
     """One op: its v2 transform class, the paper's defaults, and which arguments ``params`` may set.
 
     ``keys`` None allows every constructor argument (``size`` excepted: it is the output size);
-    ``on_tensor`` ops run on the float tensor.
+    ``on_tensor`` ops run on the float tensor; ``normalized`` ops run after normalization, last.
     """
 
     cls: type[v2.Transform]
     defaults: dict[str, Any] = field(default_factory=dict)
     keys: frozenset[str] | None = None
     on_tensor: bool = False
+    normalized: bool = False
 
     def allowed(self) -> frozenset[str]:
         if self.keys is not None:
             return self.keys
         return frozenset(inspect.signature(self.cls).parameters) - {"size"}
 
-    def build(self, size: tuple[int, int], params: dict[str, Any]) -> v2.Transform:
+    def build(self, size: tuple[int, int], params: dict[str, Any], mean: Sequence[float]) -> v2.Transform:
         kwargs = {**self.defaults, **params}
+        if kwargs.get("value") == "mean":  # the normalization mean, in normalized units (IRRA)
+            kwargs["value"] = [float(m) for m in mean]
         if "policy" in kwargs and isinstance(kwargs["policy"], str):
             kwargs["policy"] = v2.AutoAugmentPolicy(kwargs["policy"])
         if "size" in inspect.signature(self.cls).parameters:
@@ -84,6 +90,12 @@ OPS: dict[str, OpSpec] = {
     "autoaugment": OpSpec(v2.AutoAugment),
     "randaugment": OpSpec(v2.RandAugment, {"num_ops": 2, "magnitude": 9}),
     "trivialaugment": OpSpec(v2.TrivialAugmentWide),
+    # IRRA's: pad 10 pixels of black on every side, then a random crop back to the input size; random
+    # erasing of 2-40% of the area, after normalization, filled with the normalization mean
+    "pad_crop": OpSpec(v2.RandomCrop, {"padding": 10}),
+    "irra_erasing": OpSpec(
+        v2.RandomErasing, {"p": 0.5, "scale": (0.02, 0.4), "value": "mean"}, normalized=True
+    ),
 }
 
 # TBPS-CLIP's augmentation pool (public code: 2 drawn with replacement per image).
@@ -121,7 +133,13 @@ class ImageAugConfig:
                 raise ConfigError(
                     f"{where}: unknown argument(s) {bad}; allowed: {sorted(OPS[name].allowed())}"
                 )
-        build_ops(self, (32, 32))  # bad parameter values fail here, at load time
+        late = [op for op in self.ops if OPS[op].normalized]
+        if self.mode == "pool" and late:
+            raise ConfigError(
+                f"data.augment.ops: {late} run(s) on the normalized image after every other op, which a "
+                "pool cannot order: use mode: sequence"
+            )
+        build_ops(self, (32, 32), (0.0, 0.0, 0.0))  # bad parameter values fail here, at load time
 
 
 class RandomSubset(v2.Transform):
@@ -145,20 +163,25 @@ class RandomSubset(v2.Transform):
         return sample
 
 
-def build_ops(cfg: ImageAugConfig, size: tuple[int, int]) -> list[v2.Transform]:
-    """One v2 transform per entry of ``cfg.ops`` (``size`` = (H, W), the output size); bad params -> ConfigError."""
+def build_ops(cfg: ImageAugConfig, size: tuple[int, int], mean: Sequence[float]) -> list[v2.Transform]:
+    """One v2 transform per entry of ``cfg.ops`` (``size`` = (H, W), the output size; ``mean`` the
+    normalization mean, the fill of ``value: mean``); bad params -> ConfigError."""
     ops = []
     for name in cfg.ops:
         try:
-            ops.append(OPS[name].build(size, cfg.params.get(name, {})))
+            ops.append(OPS[name].build(size, cfg.params.get(name, {}), mean))
         except (TypeError, ValueError) as err:
             raise ConfigError(f"data.augment.params.{name}: {err}") from err
     return ops
 
 
-def build_augment(cfg: ImageAugConfig, size: tuple[int, int]) -> list[v2.Transform]:
-    """The augmentation steps to insert after resizing (empty when no op is configured)."""
-    ops = build_ops(cfg, size)
+def build_augment(
+    cfg: ImageAugConfig, size: tuple[int, int], mean: Sequence[float]
+) -> tuple[list[v2.Transform], list[v2.Transform]]:
+    """The augmentation steps to insert after resizing, and those to append after normalization."""
+    ops = build_ops(cfg, size, mean)
+    early = [op for name, op in zip(cfg.ops, ops, strict=True) if not OPS[name].normalized]
+    late = [op for name, op in zip(cfg.ops, ops, strict=True) if OPS[name].normalized]
     if cfg.mode == "pool":
-        return [RandomSubset(ops, cfg.k, cfg.replace)]
-    return ops
+        return [RandomSubset(early, cfg.k, cfg.replace)], []
+    return early, late

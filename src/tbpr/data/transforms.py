@@ -32,12 +32,12 @@ def build_image_transform(
     """PIL image -> normalized float tensor [3, H, W] resized (bicubic) to ``size`` = (H, W).
 
     In training, ``hflip`` adds a random horizontal flip (p=0.5) and ``augment`` its ops after it
-    (see ``tbpr.data.image_augment``); evaluation is deterministic and ignores both.
+    (see ``tbpr.data.image_augment``; ``irra_erasing`` runs after normalization); evaluation is
+    deterministic and ignores both.
     """
     steps = [v2.Resize(tuple(size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)]
     if train and hflip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
-    if train and augment is not None:
-        steps += build_augment(augment, size)
-    steps += [*to_float(), v2.Normalize(list(mean), list(std))]
+    early, late = build_augment(augment, size, mean) if train and augment is not None else ([], [])
+    steps += [*early, *to_float(), v2.Normalize(list(mean), list(std)), *late]
     return v2.Compose(steps)

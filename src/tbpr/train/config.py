@@ -26,7 +26,8 @@ class DataConfig:
     path: str = ""
     format: str | None = None
     skip_bad: bool = False
-    sampler: str = "identity"  # 'identity' (P ids x K), 'random' or 'per_image' (one caption per image)
+    # 'identity' (P ids x K), 'random' (every caption once per epoch) or 'per_image' (one caption per image)
+    sampler: str = "identity"
     batch_size: int = 64
     num_instances: int = 2
     num_workers: int = 2
