@@ -160,6 +160,15 @@ def test_training_without_a_val_split_carves_one_and_stops_early(tmp_path, no_va
     assert load_run(run).split(no_val, "val").images == trainer.val_split.images
 
 
+def test_a_run_that_never_validates_carves_nothing(tmp_path, no_val):
+    cfg = load_config(
+        "cpu-small", [*MICRO, "eval_every=0", f"data.path={no_val}", f"output_dir={tmp_path / 'run'}"]
+    )
+    trainer = Trainer(cfg)
+    assert trainer.train_split.images == read_dataset(no_val).split("train").images
+    assert not trainer.val_split.images and trainer.cfg.data.val_split.source == "dataset"
+
+
 def test_a_dataset_with_a_val_split_keeps_it(tmp_path, synth_tiny):
     cfg = load_config("cpu-small", [*MICRO, f"data.path={synth_tiny}", f"output_dir={tmp_path / 'run'}"])
     trainer = Trainer(cfg)
@@ -170,3 +179,12 @@ def test_a_dataset_with_a_val_split_keeps_it(tmp_path, synth_tiny):
         yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["val_split"]["source"]
         == "dataset"
     )
+
+
+@pytest.mark.parametrize("grid", ["llmda-fig6-alpha", "llmda-fig7-beta"])
+def test_the_llmda_sweeps_name_the_papers_dataset(grid):
+    """LLM-DA ran its alpha and beta sweeps (Figs 6-7) on ICFG-PEDES, which needs the carved val split."""
+    text = (Path(engine.__file__).parent.parent / "configs" / "grids" / f"{grid}.yaml").read_text()
+    usage = [line for line in text.splitlines() if line.startswith("#") and "--data" in line]
+    assert usage == [f"#   tbpr ablate {grid} --data PATH/TO/ICFG-PEDES"]
+    assert "CUHK" not in text

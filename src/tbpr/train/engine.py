@@ -104,8 +104,11 @@ class Trainer:
         seed_everything(cfg.seed)
 
         manifest = load_training_manifest(cfg.data.path, cfg.data.format, skip_bad=cfg.data.skip_bad)
+        val_cfg = cfg.data.val_split
+        if not cfg.eval_every:  # a run that never validates carves nothing: it trains on every identity
+            val_cfg = dataclasses.replace(val_cfg, source="dataset")
         self.train_split, self.val_split, source = resolve_val_split(
-            manifest, manifest.split("train"), cfg.data.val_split
+            manifest, manifest.split("train"), val_cfg
         )
         # config.yaml and the checkpoints say which val split was used ('auto' resolved)
         self.cfg = cfg = dataclasses.replace(
