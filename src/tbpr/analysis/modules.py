@@ -28,7 +28,6 @@ from torch import nn
 from tqdm import tqdm
 
 from tbpr.analysis import split_scorer
-from tbpr.data.readers import read_dataset
 from tbpr.errors import ConfigError
 from tbpr.evaluation.run_eval import load_run
 from tbpr.models import DualEncoder, load_model
@@ -278,7 +277,7 @@ def analyze_run(
     if not (data or loaded.config.data.path):
         raise ConfigError(f"{loaded.checkpoint} records no data.path: name the dataset folder with --data")
     data = Path(data or loaded.config.data.path)
-    manifest = read_dataset(data, data_format).split(split)
+    manifest = loaded.split(data, split, data_format)
     if not manifest.captions:
         raise ConfigError(f"{data} has no '{split}' split to analyze; choose another with --split")
     manifest = split_scorer.limit_queries(manifest, limit_queries)

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--split",
         default="val",
         choices=["val", "test"],
-        help="split whose text-to-image retrieval is scored (default: val)",
+        help="split whose text-to-image retrieval is scored (default: val; of the run's own training data, the "
+        "split the run validated on, carved from the training identities if it carved one)",
     )
     m.add_argument(
         "--checkpoint",

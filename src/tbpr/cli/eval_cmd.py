@@ -24,7 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", help="annotation format if not recognized from the file name")
     p.add_argument(
-        "--split", default="test", choices=["test", "val", "train"], help="split to evaluate (default: test)"
+        "--split",
+        default="test",
+        choices=["test", "val", "train"],
+        help="split to evaluate (default: test); 'val' of the run's own training data is the split the run "
+        "validated on, carved from the training identities if it carved one (data.val_split)",
     )
     p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file (default: best)")
     p.add_argument("--json", type=Path, help="write the metrics here (default: RUN/eval_<split>.json)")

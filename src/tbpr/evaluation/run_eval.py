@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from tbpr.config import from_dict
+from tbpr.data.holdout import resolve_val_split
 from tbpr.data.readers import read_dataset
 from tbpr.data.schema import Manifest
 from tbpr.data.tokenizer import Tokenizer
@@ -37,6 +38,17 @@ class LoadedRun:
 
     def tokenizer(self) -> Tokenizer:
         return Tokenizer(self.config.model.context_length)
+
+    def split(self, data_path: Path, split: str, data_format: str | None = None) -> Manifest:
+        """One split of a dataset; 'val' of the run's own training data is the split the run validated on
+        (identities carved from its training split if it carved them: ``data.val_split``)."""
+        manifest = read_dataset(data_path, data_format)
+        trained_on = (
+            self.config.data.path and Path(data_path).resolve() == Path(self.config.data.path).resolve()
+        )
+        if split != "val" or not trained_on:
+            return manifest.split(split)
+        return resolve_val_split(manifest, manifest.split("train"), self.config.data.val_split)[1]
 
 
 def resolve_checkpoint(run: Path, checkpoint: str = "best") -> Path:
@@ -91,7 +103,7 @@ def evaluate_run(
     """Metrics per dataset (keyed by folder name): ``{name: {"t2i": {...}, "i2t": {...}}}``."""
     results = {}
     for data_path in data_paths:
-        manifest = read_dataset(data_path, data_format).split(split)
+        manifest = run.split(data_path, split, data_format)
         if not manifest.captions:
             raise ConfigError(f"{data_path} has no '{split}' split to evaluate on")
         name = Path(data_path).resolve().name

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tbpr.config import apply_overrides, from_dict, load_yaml
 from tbpr.data.fewshot import check_fraction
+from tbpr.data.holdout import ValSplitConfig
 from tbpr.data.image_augment import ImageAugConfig
 from tbpr.errors import ConfigError
 from tbpr.losses import LossParams, check_loss_weights, required_ss_heads, required_views
@@ -36,6 +37,8 @@ class DataConfig:
     # EDA ops, caption-store ops (back translation, LLM rewrites with BSS), expansion by LLM rewrites
     text_augment: TextAugConfig = field(default_factory=TextAugConfig)
     train_fraction: float = 1.0  # few-shot: keep this fraction of the training identities (seeded)
+    # the split checkpoints are selected on: the dataset's, or identities carved from training (tbpr.data.holdout)
+    val_split: ValSplitConfig = field(default_factory=ValSplitConfig)
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     eval_batch_size: int = 256

@@ -3,7 +3,8 @@
 A run folder holds ``config.yaml``, ``metrics.jsonl``, ``tb/`` (TensorBoard) and
 ``checkpoints/{last,best}.pt``. ``last`` carries everything needed to resume exactly (model,
 optimizer, scheduler, scaler, epoch and position in it, RNG); ``best`` is chosen on the
-validation split, never on the test split.
+validation split (the dataset's, or identities carved from training: ``data.val_split``), never on
+the test split.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tbpr.crashsafe import drop_torn_tail
 from tbpr.data.check import load_training_manifest
 from tbpr.data.datasets import CaptionPairDataset
 from tbpr.data.fewshot import sample_identities
+from tbpr.data.holdout import resolve_val_split
 from tbpr.data.samplers import IdentityBatchSampler, PerImageBatchSampler, RandomBatchSampler
 from tbpr.data.tokenizer import Tokenizer
 from tbpr.data.transforms import build_image_transform
@@ -108,10 +110,32 @@ class Trainer:
         seed_everything(cfg.seed)
 
         manifest = load_training_manifest(cfg.data.path, cfg.data.format, skip_bad=cfg.data.skip_bad)
-        self.train_split = manifest.split("train")
+        val_cfg = cfg.data.val_split
+        if not cfg.eval_every:  # a run that never validates carves nothing: it trains on every identity
+            val_cfg = dataclasses.replace(val_cfg, source="dataset")
+        self.train_split, self.val_split, source = resolve_val_split(
+            manifest, manifest.split("train"), val_cfg
+        )
+        # config.yaml and the checkpoints say which val split was used ('auto' resolved)
+        self.cfg = cfg = dataclasses.replace(
+            cfg,
+            data=dataclasses.replace(
+                cfg.data, val_split=dataclasses.replace(cfg.data.val_split, source=source)
+            ),
+        )
+        if source == "carved":
+            log.info(
+                "validating on %d identities carved from the training split of %s (%d images, %d captions; "
+                "data.val_split fraction %g, seed %d); they are not trained on",
+                self.val_split.num_ids(),
+                cfg.data.path,
+                len(self.val_split.images),
+                len(self.val_split.captions),
+                cfg.data.val_split.fraction,
+                cfg.data.val_split.seed,
+            )
         if cfg.data.train_fraction < 1:
             self.train_split = sample_identities(self.train_split, cfg.data.train_fraction, cfg.seed)
-        self.val_split = manifest.split("val")
         if not self.train_split.captions:
             raise ConfigError(f"{cfg.data.path}: the training split has no captions")
         # relative caption-store paths are inside the dataset folder
@@ -211,7 +235,8 @@ class Trainer:
             save_yaml(cfg, self.out / "config.yaml")
         if not self.val_split.captions:
             log.warning(
-                "%s has no validation split: 'best' will be the final model, never chosen on test",
+                "%s has no validation split and data.val_split.source=dataset: 'best' will be the final "
+                "model, never chosen on test",
                 cfg.data.path,
             )
         elif cfg.eval_every > cfg.optim.epochs:
