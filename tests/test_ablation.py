@@ -7,12 +7,14 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from tbpr.cli import main
 from tbpr.config import to_dict
 from tbpr.errors import ConfigError
+from tbpr.evaluation.bootstrap import paired_bootstrap, query_scores, save_per_query
 from tbpr.train import ablation as A
 from tbpr.train import load_config
 from tbpr.train.engine import Trainer
@@ -37,9 +39,9 @@ def write_grid(folder: Path, data_path: Path, variants=VARIANTS, **fields) -> Pa
     return path
 
 
-def ablation(grid_file: Path, out: Path, overrides=()) -> A.Ablation:
+def ablation(grid_file: Path, out: Path, overrides=(), seeds=()) -> A.Ablation:
     grid, path = A.load_grid(grid_file)
-    return A.Ablation(grid, path, out, list(overrides), command="tbpr ablate grid.yaml")
+    return A.Ablation(grid, path, out, list(overrides), command="tbpr ablate grid.yaml", seeds=list(seeds))
 
 
 @pytest.fixture
@@ -78,7 +80,18 @@ def test_runs_every_variant_and_writes_the_table(finished):
     table = (out / "table.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     header = [c.strip() for c in rows[0].split("|")[1:-1]]
-    assert header == ["Methods", "Rank-1", "Rank-5", "Rank-10", "mAP", "mINP", "ΔRank-1"]
+    assert header == [
+        "Methods",
+        "Rank-1",
+        "Rank-5",
+        "Rank-10",
+        "mAP",
+        "mINP",
+        "ΔRank-1",
+        "95% CI",
+        "ΔmAP",
+        "95% CI",
+    ]
     for slug, row in zip(["baseline", "no-flip"], rows[1:]):
         result = json.loads((out / slug / "result.json").read_text())
         t2i = result["results"]["tiny"]["t2i"]
@@ -92,7 +105,17 @@ def test_runs_every_variant_and_writes_the_table(finished):
         }
     base = json.loads((out / "baseline/result.json").read_text())["results"]["tiny"]["t2i"]["R1"]
     other = json.loads((out / "no-flip/result.json").read_text())["results"]["tiny"]["t2i"]["R1"]
-    assert rows[2].split("|")[-2].strip() == f"{other - base:+.2f}"
+    cells = [c.strip() for c in rows[2].split("|")[1:-1]]
+    assert cells[6].rstrip("*") == f"{other - base:+.2f}"
+    for column, metric in ((6, "R1"), (8, "mAP")):  # the intervals come from the saved per-query scores
+        low, high = paired_bootstrap(
+            *(
+                query_scores(out / slug / "per_query.npz", "tiny", "t2i", metric)
+                for slug in ("no-flip", "baseline")
+            )
+        )
+        assert cells[column + 1] == f"[{low:+.2f}, {high:+.2f}]"
+        assert cells[column].endswith("*") == (low > 0 or high < 0)
     assert json.loads((out / "no-flip/result.json").read_text())["config"]["data"]["hflip"] is False
     assert "tbpr ablate grid.yaml" in table and "not finished" not in table
 
@@ -227,14 +250,80 @@ def test_table_layout_sections_pending_rows_and_several_datasets(tmp_path, synth
     lines = run.table().splitlines()
     assert lines[0] == "# Tiny grid"
     assert lines[4:10] == [
-        "| Methods                 | tiny Rank-1 | tiny mAP | other Rank-1 | other mAP | tiny ΔRank-1 | other ΔRank-1 |",
-        "|-------------------------|------------:|---------:|-------------:|----------:|-------------:|--------------:|",
-        "| CLIP                    |       50.00 |    40.00 |        30.00 |     20.00 |              |               |",
-        "| *The group of removal:* |             |          |              |           |              |               |",
-        "| A                       |       52.50 |    41.00 |        29.00 |     19.00 |        +2.50 |         -1.00 |",
-        "| B                       |           - |        - |            - |         - |            - |             - |",
+        "| Methods                 | tiny Rank-1 | tiny mAP | other Rank-1 | other mAP | tiny ΔRank-1 | tiny 95% CI "
+        "| tiny ΔmAP | tiny 95% CI | other ΔRank-1 | other 95% CI | other ΔmAP | other 95% CI |",
+        "|-------------------------|------------:|---------:|-------------:|----------:|-------------:|------------:"
+        "|----------:|------------:|--------------:|-------------:|-----------:|-------------:|",
+        "| CLIP                    |       50.00 |    40.00 |        30.00 |     20.00 |              |             "
+        "|           |             |               |              |            |              |",
+        "| *The group of removal:* |             |          |              |           |              |             "
+        "|           |             |               |              |            |              |",
+        "| A                       |       52.50 |    41.00 |        29.00 |     19.00 |        +2.50 |           - "
+        "|     +1.00 |           - |         -1.00 |            - |      -1.00 |            - |",
+        "| B                       |           - |        - |            - |         - |            - |           - "
+        "|         - |           - |             - |            - |          - |            - |",
     ]
     assert "Rows with '-' have not finished yet." in lines and "- a note" in lines
+
+
+def fake_per_query(hits: int, total: int = 100) -> dict:
+    """Per-query arrays of a run whose first ``hits`` queries find their person at rank 1 (AP 1)."""
+    rank = np.where(np.arange(total) < hits, 1, 5)
+    return {
+        "tiny::t2i::rank": rank,
+        "tiny::t2i::ap": (rank == 1) * 1.0,
+        "tiny::t2i::valid": np.ones(total, bool),
+    }
+
+
+def test_seeds_give_mean_std_cells_and_marked_paired_intervals(tmp_path, synth_tiny, monkeypatch):
+    variants = [{"name": "Base"}, {"name": "Better", "overrides": ["data.hflip=false"]}]
+    variants += [{"name": "Same", "overrides": ["optim.lr=1e-3"]}]
+    run = ablation(write_grid(tmp_path, synth_tiny, variants, metrics=["R1"]), tmp_path / "out", seeds=[0, 1])
+    assert [(rv.variant.slug, rv.seed, rv.config.seed) for rv in run.variants[:2]] == [
+        ("base", 0, 0),
+        ("base", 1, 1),
+    ]
+    assert run.variants[1].run_dir == tmp_path / "out" / "base" / "seed-1"
+    hits = {
+        ("Base", 0): 50,
+        ("Base", 1): 52,
+        ("Better", 0): 60,
+        ("Better", 1): 62,
+        ("Same", 0): 50,
+        ("Same", 1): 52,
+    }
+    for rv in run.variants:
+        save_per_query(rv.run_dir / "per_query.npz", fake_per_query(hits[rv.variant.name, rv.seed]))
+
+    def results(self, rv):
+        value = float(hits[rv.variant.name, rv.seed])
+        return {"tiny": {"t2i": {"R1": value, "mAP": value}}}
+
+    monkeypatch.setattr(A.Ablation, "finished_results", results)
+    lines = run.table().splitlines()
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines if line.startswith("| ")]
+    assert rows[0] == ["Methods", "Rank-1", "ΔRank-1", "95% CI", "ΔmAP", "95% CI"]
+    assert rows[1][:2] == ["Base", "51.00 ± 1.41"]  # mean and sample standard deviation of 50 and 52
+    # per query, Better minus Base (seeds averaged): 50 on queries 50, 51, 60, 61; 100 on 52-59; mean 10
+    diff = np.zeros(100)
+    diff[[50, 51, 60, 61]], diff[52:60] = 50.0, 100.0
+    low, high = paired_bootstrap(diff, np.zeros(100))
+    assert 0 < low < 10 < high
+    assert rows[2] == [
+        "Better",
+        "61.00 ± 1.41",
+        "+10.00*",
+        f"[{low:+.2f}, {high:+.2f}]",
+        "+10.00*",
+        f"[{low:+.2f}, {high:+.2f}]",
+    ]
+    assert rows[3] == ["Same", "51.00 ± 1.41", "+0.00", "[+0.00, +0.00]", "+0.00", "[+0.00, +0.00]"]
+    assert "mean ± standard deviation (n - 1) over seeds 0, 1" in run.table()
+    # a seed without per-query scores: the difference still shows, its interval does not
+    (run.variants[5].run_dir / "per_query.npz").unlink()
+    same = next(line for line in run.table().splitlines() if line.startswith("| Same"))
+    assert [c.strip() for c in same.split("|")[1:-1]][2:4] == ["+0.00", "-"]
 
 
 def test_cumulative_variants_stack_their_overrides(tmp_path, synth_tiny):
