@@ -67,11 +67,12 @@ def paired_bootstrap(
 
     Deterministic for a given ``seed``: the same scores always give the same interval.
     """
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if diff.ndim != 1 or diff.size == 0:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
         raise ValueError(
-            f"need two equally long, non-empty score vectors, got {np.shape(a)} and {np.shape(b)}"
+            f"need two equally long, non-empty score vectors, got shapes {a.shape} and {b.shape}"
         )
+    diff = a - b
     rng = np.random.default_rng(seed)
     means = np.empty(resamples)
     rows = max(1, _CHUNK // diff.size)
