@@ -189,7 +189,7 @@ def test_an_interrupted_variant_resumes_from_its_checkpoint(tmp_path, synth_tiny
             ablation(grid_file, out).run()
     assert (out / "baseline/result.json").is_file() and not (out / "no-flip/result.json").exists()
     row = next(line for line in (out / "table.md").read_text().splitlines() if "+ no flip" in line)
-    assert [c.strip() for c in row.split("|")[1:-1]][1:] == ["-"] * 6
+    assert [c.strip() for c in row.split("|")[1:-1]][1:] == ["-"] * 9
     run = ablation(grid_file, out)
     assert [run.status(rv).state for rv in run.variants] == ["done", "resume"]
 
@@ -209,12 +209,75 @@ def test_an_interrupted_variant_resumes_from_its_checkpoint(tmp_path, synth_tiny
 
 
 @pytest.mark.slow
+def test_every_seed_of_every_row_trains_and_an_interrupted_seed_resumes(
+    tmp_path, synth_tiny, train_calls, monkeypatch
+):
+    grid_file = write_grid(tmp_path, synth_tiny)
+    out = tmp_path / "out"
+    save_last = Trainer._save_last
+
+    def crash_in_the_last_run(self):
+        save_last(self)
+        if self.out == out / "no-flip" / "seed-1" and self.global_step == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_save_last", crash_in_the_last_run)
+        with pytest.raises(KeyboardInterrupt):
+            ablation(grid_file, out, seeds=[0, 1]).run()
+    run = ablation(grid_file, out, seeds=[0, 1])
+    assert [run.status(rv).state for rv in run.variants] == ["done", "done", "done", "resume"]
+    pending = next(line for line in (out / "table.md").read_text().splitlines() if "+ no flip" in line)
+    assert {c.strip() for c in pending.split("|")[2:-1]} == {"-"}  # one seed missing: the row waits
+    train_calls.clear()
+    run.run()
+    assert train_calls == ["seed-1"]
+    results = {
+        (slug, seed): json.loads((out / slug / f"seed-{seed}" / "result.json").read_text())
+        for slug in ("baseline", "no-flip")
+        for seed in (0, 1)
+    }
+    assert {(k, r["config"]["seed"]) for k, r in results.items()} == {(k, k[1]) for k in results}
+    table = (out / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| Baseline"))
+    r1 = [results["baseline", s]["results"]["tiny"]["t2i"]["R1"] for s in (0, 1)]
+    assert [c.strip() for c in row.split("|")[1:-1]][1] == f"{np.mean(r1):.2f} ± {np.std(r1, ddof=1):.2f}"
+    assert "over seeds 0, 1" in table and "not finished" not in table
+    # the interval pairs the queries, each row's per-query scores averaged over its two seeds
+    rows = [
+        [c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines() if line.startswith("| ")
+    ]
+    pair = [
+        np.mean(
+            [query_scores(out / slug / f"seed-{s}" / "per_query.npz", "tiny", "t2i", "R1") for s in (0, 1)], 0
+        )
+        for slug in ("no-flip", "baseline")
+    ]
+    low, high = paired_bootstrap(*pair)
+    assert rows[2][7] == f"[{low:+.2f}, {high:+.2f}]"
+
+
+@pytest.mark.slow
+def test_a_result_without_per_query_scores_is_evaluated_again(finished, tmp_path, train_calls):
+    grid_file, out = copy_of(finished, tmp_path)
+    (out / "no-flip" / "per_query.npz").unlink()
+    run = ablation(grid_file, out)
+    assert [run.status(rv).state for rv in run.variants] == ["done", "evaluate"]
+    run.run()
+    assert train_calls == [] and (out / "no-flip" / "per_query.npz").is_file()
+    assert run.status(run.variants[1]).state == "done"
+
+
+@pytest.mark.slow
 def test_cli_dry_run_only_and_data_shortcut(finished, tmp_path, capsys, synth_tiny, train_calls):
     grid_file, out = copy_of(finished, tmp_path)
     argv = ["ablate", str(grid_file), "--out", str(out), "--data", str(synth_tiny), "--only", "no-flip"]
     assert main([*argv, "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "# + no flip" in printed and "finished: not rerun" in printed and "# Baseline" not in printed
+    assert main([*argv, "--dry-run", "--seeds", "3", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out / 'no-flip' / 'seed-3'}: not started" in printed and "seed-4" in printed
     assert yaml.safe_load(printed.split("\n", 2)[2])["data"]["path"] == str(synth_tiny)
     assert main(["ablate", str(grid_file), "--out", str(out), "--only", "nope"]) == 2
     assert main([*argv, "--set", "optim.lr=2e-3"]) == 0
