@@ -7,12 +7,14 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from tbpr.cli import main
 from tbpr.config import to_dict
 from tbpr.errors import ConfigError
+from tbpr.evaluation.bootstrap import paired_bootstrap, query_scores, save_per_query
 from tbpr.train import ablation as A
 from tbpr.train import load_config
 from tbpr.train.engine import Trainer
@@ -37,9 +39,9 @@ def write_grid(folder: Path, data_path: Path, variants=VARIANTS, **fields) -> Pa
     return path
 
 
-def ablation(grid_file: Path, out: Path, overrides=()) -> A.Ablation:
+def ablation(grid_file: Path, out: Path, overrides=(), seeds=()) -> A.Ablation:
     grid, path = A.load_grid(grid_file)
-    return A.Ablation(grid, path, out, list(overrides), command="tbpr ablate grid.yaml")
+    return A.Ablation(grid, path, out, list(overrides), command="tbpr ablate grid.yaml", seeds=list(seeds))
 
 
 @pytest.fixture
@@ -78,7 +80,18 @@ def test_runs_every_variant_and_writes_the_table(finished):
     table = (out / "table.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     header = [c.strip() for c in rows[0].split("|")[1:-1]]
-    assert header == ["Methods", "Rank-1", "Rank-5", "Rank-10", "mAP", "mINP", "ΔRank-1"]
+    assert header == [
+        "Methods",
+        "Rank-1",
+        "Rank-5",
+        "Rank-10",
+        "mAP",
+        "mINP",
+        "ΔRank-1",
+        "95% CI",
+        "ΔmAP",
+        "95% CI",
+    ]
     for slug, row in zip(["baseline", "no-flip"], rows[1:]):
         result = json.loads((out / slug / "result.json").read_text())
         t2i = result["results"]["tiny"]["t2i"]
@@ -92,7 +105,17 @@ def test_runs_every_variant_and_writes_the_table(finished):
         }
     base = json.loads((out / "baseline/result.json").read_text())["results"]["tiny"]["t2i"]["R1"]
     other = json.loads((out / "no-flip/result.json").read_text())["results"]["tiny"]["t2i"]["R1"]
-    assert rows[2].split("|")[-2].strip() == f"{other - base:+.2f}"
+    cells = [c.strip() for c in rows[2].split("|")[1:-1]]
+    assert cells[6].rstrip("*") == f"{other - base:+.2f}"
+    for column, metric in ((6, "R1"), (8, "mAP")):  # the intervals come from the saved per-query scores
+        low, high = paired_bootstrap(
+            *(
+                query_scores(out / slug / "per_query.npz", "tiny", "t2i", metric)
+                for slug in ("no-flip", "baseline")
+            )
+        )
+        assert cells[column + 1] == f"[{low:+.2f}, {high:+.2f}]"
+        assert cells[column].endswith("*") == (low > 0 or high < 0)
     assert json.loads((out / "no-flip/result.json").read_text())["config"]["data"]["hflip"] is False
     assert "tbpr ablate grid.yaml" in table and "not finished" not in table
 
@@ -166,7 +189,7 @@ def test_an_interrupted_variant_resumes_from_its_checkpoint(tmp_path, synth_tiny
             ablation(grid_file, out).run()
     assert (out / "baseline/result.json").is_file() and not (out / "no-flip/result.json").exists()
     row = next(line for line in (out / "table.md").read_text().splitlines() if "+ no flip" in line)
-    assert [c.strip() for c in row.split("|")[1:-1]][1:] == ["-"] * 6
+    assert [c.strip() for c in row.split("|")[1:-1]][1:] == ["-"] * 9
     run = ablation(grid_file, out)
     assert [run.status(rv).state for rv in run.variants] == ["done", "resume"]
 
@@ -186,12 +209,75 @@ def test_an_interrupted_variant_resumes_from_its_checkpoint(tmp_path, synth_tiny
 
 
 @pytest.mark.slow
+def test_every_seed_of_every_row_trains_and_an_interrupted_seed_resumes(
+    tmp_path, synth_tiny, train_calls, monkeypatch
+):
+    grid_file = write_grid(tmp_path, synth_tiny)
+    out = tmp_path / "out"
+    save_last = Trainer._save_last
+
+    def crash_in_the_last_run(self):
+        save_last(self)
+        if self.out == out / "no-flip" / "seed-1" and self.global_step == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_save_last", crash_in_the_last_run)
+        with pytest.raises(KeyboardInterrupt):
+            ablation(grid_file, out, seeds=[0, 1]).run()
+    run = ablation(grid_file, out, seeds=[0, 1])
+    assert [run.status(rv).state for rv in run.variants] == ["done", "done", "done", "resume"]
+    pending = next(line for line in (out / "table.md").read_text().splitlines() if "+ no flip" in line)
+    assert {c.strip() for c in pending.split("|")[2:-1]} == {"-"}  # one seed missing: the row waits
+    train_calls.clear()
+    run.run()
+    assert train_calls == ["seed-1"]
+    results = {
+        (slug, seed): json.loads((out / slug / f"seed-{seed}" / "result.json").read_text())
+        for slug in ("baseline", "no-flip")
+        for seed in (0, 1)
+    }
+    assert {(k, r["config"]["seed"]) for k, r in results.items()} == {(k, k[1]) for k in results}
+    table = (out / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| Baseline"))
+    r1 = [results["baseline", s]["results"]["tiny"]["t2i"]["R1"] for s in (0, 1)]
+    assert [c.strip() for c in row.split("|")[1:-1]][1] == f"{np.mean(r1):.2f} ± {np.std(r1, ddof=1):.2f}"
+    assert "over seeds 0, 1" in table and "not finished" not in table
+    # the interval pairs the queries, each row's per-query scores averaged over its two seeds
+    rows = [
+        [c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines() if line.startswith("| ")
+    ]
+    pair = [
+        np.mean(
+            [query_scores(out / slug / f"seed-{s}" / "per_query.npz", "tiny", "t2i", "R1") for s in (0, 1)], 0
+        )
+        for slug in ("no-flip", "baseline")
+    ]
+    low, high = paired_bootstrap(*pair)
+    assert rows[2][7] == f"[{low:+.2f}, {high:+.2f}]"
+
+
+@pytest.mark.slow
+def test_a_result_without_per_query_scores_is_evaluated_again(finished, tmp_path, train_calls):
+    grid_file, out = copy_of(finished, tmp_path)
+    (out / "no-flip" / "per_query.npz").unlink()
+    run = ablation(grid_file, out)
+    assert [run.status(rv).state for rv in run.variants] == ["done", "evaluate"]
+    run.run()
+    assert train_calls == [] and (out / "no-flip" / "per_query.npz").is_file()
+    assert run.status(run.variants[1]).state == "done"
+
+
+@pytest.mark.slow
 def test_cli_dry_run_only_and_data_shortcut(finished, tmp_path, capsys, synth_tiny, train_calls):
     grid_file, out = copy_of(finished, tmp_path)
     argv = ["ablate", str(grid_file), "--out", str(out), "--data", str(synth_tiny), "--only", "no-flip"]
     assert main([*argv, "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "# + no flip" in printed and "finished: not rerun" in printed and "# Baseline" not in printed
+    assert main([*argv, "--dry-run", "--seeds", "3", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out / 'no-flip' / 'seed-3'}: not started" in printed and "seed-4" in printed
     assert yaml.safe_load(printed.split("\n", 2)[2])["data"]["path"] == str(synth_tiny)
     assert main(["ablate", str(grid_file), "--out", str(out), "--only", "nope"]) == 2
     assert main([*argv, "--set", "optim.lr=2e-3"]) == 0
@@ -227,14 +313,80 @@ def test_table_layout_sections_pending_rows_and_several_datasets(tmp_path, synth
     lines = run.table().splitlines()
     assert lines[0] == "# Tiny grid"
     assert lines[4:10] == [
-        "| Methods                 | tiny Rank-1 | tiny mAP | other Rank-1 | other mAP | tiny ΔRank-1 | other ΔRank-1 |",
-        "|-------------------------|------------:|---------:|-------------:|----------:|-------------:|--------------:|",
-        "| CLIP                    |       50.00 |    40.00 |        30.00 |     20.00 |              |               |",
-        "| *The group of removal:* |             |          |              |           |              |               |",
-        "| A                       |       52.50 |    41.00 |        29.00 |     19.00 |        +2.50 |         -1.00 |",
-        "| B                       |           - |        - |            - |         - |            - |             - |",
+        "| Methods                 | tiny Rank-1 | tiny mAP | other Rank-1 | other mAP | tiny ΔRank-1 | tiny 95% CI "
+        "| tiny ΔmAP | tiny 95% CI | other ΔRank-1 | other 95% CI | other ΔmAP | other 95% CI |",
+        "|-------------------------|------------:|---------:|-------------:|----------:|-------------:|------------:"
+        "|----------:|------------:|--------------:|-------------:|-----------:|-------------:|",
+        "| CLIP                    |       50.00 |    40.00 |        30.00 |     20.00 |              |             "
+        "|           |             |               |              |            |              |",
+        "| *The group of removal:* |             |          |              |           |              |             "
+        "|           |             |               |              |            |              |",
+        "| A                       |       52.50 |    41.00 |        29.00 |     19.00 |        +2.50 |           - "
+        "|     +1.00 |           - |         -1.00 |            - |      -1.00 |            - |",
+        "| B                       |           - |        - |            - |         - |            - |           - "
+        "|         - |           - |             - |            - |          - |            - |",
     ]
     assert "Rows with '-' have not finished yet." in lines and "- a note" in lines
+
+
+def fake_per_query(hits: int, total: int = 100) -> dict:
+    """Per-query arrays of a run whose first ``hits`` queries find their person at rank 1 (AP 1)."""
+    rank = np.where(np.arange(total) < hits, 1, 5)
+    return {
+        "tiny::t2i::rank": rank,
+        "tiny::t2i::ap": (rank == 1) * 1.0,
+        "tiny::t2i::valid": np.ones(total, bool),
+    }
+
+
+def test_seeds_give_mean_std_cells_and_marked_paired_intervals(tmp_path, synth_tiny, monkeypatch):
+    variants = [{"name": "Base"}, {"name": "Better", "overrides": ["data.hflip=false"]}]
+    variants += [{"name": "Same", "overrides": ["optim.lr=1e-3"]}]
+    run = ablation(write_grid(tmp_path, synth_tiny, variants, metrics=["R1"]), tmp_path / "out", seeds=[0, 1])
+    assert [(rv.variant.slug, rv.seed, rv.config.seed) for rv in run.variants[:2]] == [
+        ("base", 0, 0),
+        ("base", 1, 1),
+    ]
+    assert run.variants[1].run_dir == tmp_path / "out" / "base" / "seed-1"
+    hits = {
+        ("Base", 0): 50,
+        ("Base", 1): 52,
+        ("Better", 0): 60,
+        ("Better", 1): 62,
+        ("Same", 0): 50,
+        ("Same", 1): 52,
+    }
+    for rv in run.variants:
+        save_per_query(rv.run_dir / "per_query.npz", fake_per_query(hits[rv.variant.name, rv.seed]))
+
+    def results(self, rv):
+        value = float(hits[rv.variant.name, rv.seed])
+        return {"tiny": {"t2i": {"R1": value, "mAP": value}}}
+
+    monkeypatch.setattr(A.Ablation, "finished_results", results)
+    lines = run.table().splitlines()
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines if line.startswith("| ")]
+    assert rows[0] == ["Methods", "Rank-1", "ΔRank-1", "95% CI", "ΔmAP", "95% CI"]
+    assert rows[1][:2] == ["Base", "51.00 ± 1.41"]  # mean and sample standard deviation of 50 and 52
+    # per query, Better minus Base (seeds averaged): 50 on queries 50, 51, 60, 61; 100 on 52-59; mean 10
+    diff = np.zeros(100)
+    diff[[50, 51, 60, 61]], diff[52:60] = 50.0, 100.0
+    low, high = paired_bootstrap(diff, np.zeros(100))
+    assert 0 < low < 10 < high
+    assert rows[2] == [
+        "Better",
+        "61.00 ± 1.41",
+        "+10.00*",
+        f"[{low:+.2f}, {high:+.2f}]",
+        "+10.00*",
+        f"[{low:+.2f}, {high:+.2f}]",
+    ]
+    assert rows[3] == ["Same", "51.00 ± 1.41", "+0.00", "[+0.00, +0.00]", "+0.00", "[+0.00, +0.00]"]
+    assert "mean ± standard deviation (n - 1) over seeds 0, 1" in run.table()
+    # a seed without per-query scores: the difference still shows, its interval does not
+    (run.variants[5].run_dir / "per_query.npz").unlink()
+    same = next(line for line in run.table().splitlines() if line.startswith("| Same"))
+    assert [c.strip() for c in same.split("|")[1:-1]][2:4] == ["+0.00", "-"]
 
 
 def test_cumulative_variants_stack_their_overrides(tmp_path, synth_tiny):

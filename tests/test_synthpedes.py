@@ -241,6 +241,81 @@ def test_partial_caption_noise_rate():
     assert abs(hit / total - 0.3) < 0.04
 
 
+# -- pair noise ---------------------------------------------------------------------------------------------
+def test_pair_noise_moves_captions_of_a_fraction_of_train_images_to_other_people(synth_tiny, tmp_path):
+    out = tmp_path / "pairs"
+    shutil.copytree(synth_tiny, out)
+    before = _digest(out / "imgs")
+    generate(out, size="tiny", seed=0, pair_noise=0.5)
+    assert _digest(out / "imgs") == before  # images reused
+    rows, truth = _load(out)
+    clean_rows, clean = _load(synth_tiny)
+    assert truth["params"]["pair_noise"] == 0.5 and clean["params"]["pair_noise"] == 0.0
+    assert [r["captions"] for r in rows] == [
+        [c["text"] for c in truth["images"][r["file_path"]]["captions"]] for r in rows
+    ]
+    train = [f for f, info in truth["images"].items() if info["split"] == "train"]
+    moved_images = {f for f in train if any(c["pair_noise"] for c in truth["images"][f]["captions"])}
+    assert len(moved_images) == round(0.5 * len(train))
+    sources = []
+    for file_path, info, cap in _captions(truth):
+        noise = cap["pair_noise"]
+        if file_path not in moved_images:  # val, test and unchosen train images keep their own captions
+            assert noise is None
+            continue
+        assert noise is not None and noise["id"] != info["id"]  # never the same identity
+        origin = clean["images"][noise["file_path"]]
+        assert origin["id"] == noise["id"] and noise["file_path"] in moved_images
+        assert {**origin["captions"][noise["caption"]], "pair_noise": noise} == cap  # text and mentions
+        sources.append((noise["file_path"], noise["caption"]))
+    assert sorted(sources) == sorted((f, c) for f in moved_images for c in range(gen_mod.CAPTIONS_PER_IMAGE))
+    assert all(c["pair_noise"] is None for _, _, c in _captions(clean))
+    test_rows = [r for r in rows if r["split"] != "train"]
+    assert test_rows == [r for r in clean_rows if r["split"] != "train"]
+    # deterministic, and read by the ordinary reader with the moved captions
+    generate(tmp_path / "again", size="tiny", seed=0, pair_noise=0.5)
+    assert _load(tmp_path / "again") == (rows, truth)
+    manifest = read_dataset(out).split("train")
+    assert {c.text for c in manifest.captions} == {
+        c for r in rows if r["split"] == "train" for c in r["captions"]
+    }
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_cross_identity_derangement_never_keeps_an_owner(seed):
+    from tbpr.data.synthpedes.pair_noise import cross_identity_derangement
+
+    rng = np.random.default_rng(seed)
+    owners = rng.integers(0, 5, size=int(rng.integers(4, 30)))
+    if 2 * np.bincount(owners).max() > len(owners):
+        owners = np.array([0, 0, 1, 1, 2, 2, 3])
+    perm = cross_identity_derangement(owners, rng)
+    assert sorted(perm.tolist()) == list(range(len(owners)))
+    assert (owners[perm] != owners).all()
+
+
+def test_pair_noise_fraction_is_nested_and_infeasible_shuffles_are_refused():
+    from tbpr.data.synthpedes.pair_noise import shuffle_pairs
+
+    pids = [i // 4 for i in range(100)]  # 25 people x 4 images
+    small, large = (shuffle_pairs(pids, 2, f, np.random.default_rng(7)) for f in (0.2, 0.6))
+    assert len(small) == 2 * 20 and len(large) == 2 * 60
+    assert {i for i, _ in small} <= {i for i, _ in large}
+    assert all(pids[dest] != pids[src] for (dest, _), (src, _) in large.items())
+    assert shuffle_pairs(pids, 2, 0.0, np.random.default_rng(0)) == {}
+    with pytest.raises(ConfigError, match="pair_noise=0.5 moves the captions of 2 training images"):
+        shuffle_pairs([1, 1, 1, 1], 2, 0.5, np.random.default_rng(0))  # two images, one person
+    with pytest.raises(ConfigError, match="pair_noise"):
+        generate(Path("unused"), pair_noise=-0.1)
+
+
+def test_cli_synth_pair_noise(tmp_path, caplog):
+    from tbpr.cli import main
+
+    assert main(["synth", str(tmp_path / "bad"), "--pair-noise", "1.5"]) == 2
+    assert "pair_noise=1.5 must be between 0 and 1" in caplog.text
+
+
 # -- identities -----------------------------------------------------------------------------------------
 def test_hard_negatives_differ_in_exactly_one_attribute_within_their_split(synth_tiny):
     _, truth = _load(synth_tiny)
@@ -397,6 +472,15 @@ def test_size_table():
         and sizes["standard"].identities * sizes["standard"].images_per_id[0] >= 10000
     )
     assert gen_mod.split_counts(2500) == {"train": 1750, "val": 250, "test": 500}
+    assert sizes["small-bigtest"].split_counts() == {"train": 350, "val": 50, "test": 1000}
+
+
+def test_small_bigtest_trains_on_small_and_tests_on_ten_times_the_ids():
+    small, big = (gen_mod.plan_identities(size, 0) for size in ("small", "small-bigtest"))
+    seen = [p for p in big if p.split != "test"]
+    assert seen == [p for p in small if p.split != "test"]  # same people, pids, attributes, looks
+    assert all(gen_mod.plan_images(p, "small", 0) == gen_mod.plan_images(p, "small-bigtest", 0) for p in seen)
+    assert sum(p.split == "test" for p in big) == 1000
     assert set(VOCABULARY["upper_colour"]) == set(COLOURS) and len(COLOURS) == 12
 
 

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--size",
         choices=tuple(SIZES),
         default="tiny",
-        help="tiny: 40 ids for tests; small: 500 ids x 4 images; standard: 2500 ids, >=10k images",
+        help="tiny: 40 ids for tests; small: 500 ids x 4 images; standard: 2500 ids, >=10k images; "
+        "small-bigtest: small's train and val with 1000 test ids (8000 test queries)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical output)")
     p.add_argument(
@@ -34,6 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         metavar="P",
         help="probability of replacing each attribute word in a caption by a wrong value",
+    )
+    p.add_argument(
+        "--pair-noise",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="fraction of training images whose captions are shuffled onto other people's images "
+        "(noisy correspondence; recorded per caption in attributes.json; val and test stay clean)",
     )
     p.add_argument(
         "--workers",
@@ -65,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         caption_noise=args.caption_noise,
         workers=args.workers,
         overwrite=args.overwrite,
+        pair_noise=args.pair_noise,
     )
     if args.contact_sheet is not None:
         write_contact_sheet(args.out, args.contact_sheet)

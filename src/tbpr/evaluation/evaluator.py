@@ -66,6 +66,8 @@ def encode_split(
     return EncodedSplit(image_feats, image_pids, text_feats, text_pids)
 
 
-def score(encoded: EncodedSplit) -> dict[str, dict]:
-    """Text-to-image and image-to-text metrics of an encoded split."""
-    return retrieval_metrics_both(encoded.similarity(), encoded.text_pids, encoded.image_pids)
+def score(encoded: EncodedSplit, per_query: bool = False) -> dict[str, dict]:
+    """Text-to-image and image-to-text metrics of an encoded split (``per_query``: see ``retrieval_metrics``)."""
+    return retrieval_metrics_both(
+        encoded.similarity(), encoded.text_pids, encoded.image_pids, per_query=per_query
+    )

@@ -44,6 +44,7 @@ def retrieval_metrics(
     *,
     ks: Sequence[int] = DEFAULT_KS,
     chunk_size: int | None = None,
+    per_query: bool = False,
 ) -> dict:
     """Rank-K, mAP and mINP (percent) of ``similarity`` (queries x gallery), the field's definitions.
 
@@ -57,7 +58,9 @@ def retrieval_metrics(
     "num_queries": Q}`` (one ``R{k}`` per ``ks``). Queries with no positive in the gallery are
     listed in ``skipped_queries`` (with a logged warning) and left out of every mean; if all queries
     are skipped every metric is 0.0. ``chunk_size`` is the number of query rows processed at once
-    (None: sized to the gallery); it changes speed and memory, never the result.
+    (None: sized to the gallery); it changes speed and memory, never the result. ``per_query`` adds
+    ``"per_query": {"rank": .., "ap": .., "valid": ..}`` (numpy arrays, one entry per query: the rank
+    of its best positive, its AP in [0, 1], and whether it has a positive), which paired tests need.
     """
     sim = torch.as_tensor(similarity)
     if sim.ndim != 2:
@@ -86,7 +89,14 @@ def retrieval_metrics(
     inp = torch.empty_like(ap)
     for rows in order.split(chunk_size):
         best[rows], ap[rows], inp[rows] = _query_stats(sim[rows], positives, rows)
-    return _summarize(best, ap, inp, positives.per_query, ks)
+    out = _summarize(best, ap, inp, positives.per_query, ks)
+    if per_query:
+        out["per_query"] = {
+            "rank": best.cpu().numpy(),
+            "ap": ap.cpu().numpy(),
+            "valid": (positives.per_query > 0).cpu().numpy(),
+        }
+    return out
 
 
 def retrieval_metrics_both(

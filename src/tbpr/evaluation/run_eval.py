@@ -99,8 +99,11 @@ def evaluate_run(
     device: str | torch.device = "cpu",
     visualize: int = 0,
     figure_dir: Path | None = None,
+    per_query: bool = False,
 ) -> dict[str, dict]:
-    """Metrics per dataset (keyed by folder name): ``{name: {"t2i": {...}, "i2t": {...}}}``."""
+    """Metrics per dataset (keyed by folder name): ``{name: {"t2i": {...}, "i2t": {...}}}``.
+
+    ``per_query``: each direction also holds its per-query arrays (``retrieval_metrics``)."""
     results = {}
     for data_path in data_paths:
         manifest = run.split(data_path, split, data_format)
@@ -120,7 +123,7 @@ def evaluate_run(
         encoded = encode_split(
             run.model, manifest, run.image_transform(), run.tokenizer(), batch_size, num_workers, device
         )
-        results[name] = score(encoded)
+        results[name] = score(encoded, per_query)
         if visualize:
             out = Path(figure_dir or ".") / f"retrieval_{name}_{split}.png"
             render_retrieval_figure(*ranked_examples(encoded, manifest, visualize), out_path=out)

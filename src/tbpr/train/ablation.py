@@ -2,11 +2,16 @@
 
 A grid (YAML) names a base recipe, ``key=value`` overrides common to every variant, and the variants:
 a row label and the overrides that make the row. :class:`Ablation` trains each variant under
-``OUT/<slug>/`` with the training engine, evaluates its 'best' checkpoint (chosen on the validation
-split) on the test split, writes ``OUT/<slug>/result.json`` and rewrites ``OUT/table.md`` after every
-variant. It is resumable: a variant whose result matches its current config is not rerun, an
-interrupted one resumes from its own ``checkpoints/last.pt``, and one whose config changed since is
-retrained from scratch.
+``OUT/<slug>/`` (with several seeds: once per seed, under ``OUT/<slug>/seed-<s>/``) with the training
+engine, evaluates its 'best' checkpoint (chosen on the validation split) on the test split, writes
+``result.json`` and the per-query scores (``per_query.npz``) into the run folder and rewrites
+``OUT/table.md`` after every run. It is resumable: a run whose result matches its current config is not
+rerun, an interrupted one resumes from its own ``checkpoints/last.pt``, and one whose config changed
+since is retrained from scratch.
+
+The table shows each metric's mean (and standard deviation over seeds), and for Rank-1 and mAP the
+difference from the first row with its 95% paired-bootstrap interval over the test queries
+(``tbpr.evaluation.bootstrap``); a difference whose interval excludes 0 is marked.
 """
 
 from __future__ import annotations
@@ -19,11 +24,21 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tbpr.atomic import write_json, write_text
 from tbpr.config import from_dict, load_yaml, to_dict
 from tbpr.errors import ConfigError, DataError
+from tbpr.evaluation.bootstrap import (
+    LEVEL,
+    PER_QUERY_FILE,
+    RESAMPLES,
+    paired_bootstrap,
+    query_scores,
+    save_per_query,
+    split_per_query,
+)
 from tbpr.evaluation.run_eval import evaluate_run, load_run
 from tbpr.train.config import RECIPE_DIR, TrainConfig, load_config
 from tbpr.train.engine import train
@@ -34,6 +49,7 @@ GRID_DIR = RECIPE_DIR / "grids"
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 DIRECTIONS = {"t2i": "text-to-image", "i2t": "image-to-text"}
 RESULT_FILE = "result.json"
+COMPARED = ("R1", "mAP")  # the metrics whose difference from the first row gets an interval
 TABLE_FILE = "table.md"
 SPLIT, CHECKPOINT = "test", "best"
 # config keys that cannot change a run's numbers: editing them (or moving OUT) does not make a result stale
@@ -155,12 +171,13 @@ def _check_grid(grid: Grid, path: Path) -> None:
 
 @dataclass
 class ResolvedVariant:
-    """A variant with its full override list, its training config and what it is evaluated on."""
+    """One run of a variant (one seed): its full override list, training config and test datasets."""
 
     variant: Variant
     overrides: list[str]
     config: TrainConfig
     datasets: list[str]
+    seed: int | None = None  # set when the ablation runs several seeds
 
     @property
     def run_dir(self) -> Path:
@@ -181,7 +198,7 @@ class Status:
     def describe(self) -> str:
         return {
             "done": "finished: not rerun",
-            "evaluate": "trained: evaluated again (the test datasets changed)",
+            "evaluate": "trained: evaluated again (its test datasets changed or its per-query scores are missing)",
             "resume": "interrupted: resumes from its checkpoint",
             "new": "not started: trains from scratch",
             "changed": f"config changed since its run ({', '.join(self.changed)}): retrains from scratch",
@@ -221,25 +238,47 @@ def _read_result(path: Path) -> dict | None:
 class Ablation:
     """A grid resolved against an output folder and extra overrides (``--set``), ready to run."""
 
-    def __init__(self, grid: Grid, grid_file: Path, out: Path, overrides: list[str] = (), command: str = ""):
+    def __init__(
+        self,
+        grid: Grid,
+        grid_file: Path,
+        out: Path,
+        overrides: list[str] = (),
+        command: str = "",
+        seeds: list[int] = (),
+    ):
+        """``seeds``: train every variant once per seed (``seed=S``, under ``OUT/<slug>/seed-<S>/``)."""
         self.grid, self.grid_file, self.out, self.command = grid, grid_file, Path(out), command
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"--seeds {list(seeds)}: a seed is given twice")
+        self.seeds = list(seeds)
         self.variants = self._resolve(list(overrides))
 
     def _resolve(self, extra: list[str]) -> list[ResolvedVariant]:
+        """One entry per variant and seed, the seeds of a variant next to each other."""
         resolved, stacked = [], []
         for v in self.grid.variants:
             own = v.overrides
             if self.grid.cumulative:
                 own = stacked = [*stacked, *v.overrides]
-            overrides = [*self.grid.overrides, *own, *extra]
-            try:
-                cfg = load_config(v.base or self.grid.base, overrides)
-            except ConfigError as err:
-                raise ConfigError(f"{self.grid_file}: variant {v.name!r}: {err}") from err
-            cfg.output_dir = str(self.out / v.slug)
-            datasets = list(self.grid.eval_data) or [cfg.data.path]
-            resolved.append(ResolvedVariant(v, overrides, cfg, datasets))
+            for seed in self.seeds or [None]:
+                overrides = [*self.grid.overrides, *own, *extra] + ([] if seed is None else [f"seed={seed}"])
+                try:
+                    cfg = load_config(v.base or self.grid.base, overrides)
+                except ConfigError as err:
+                    raise ConfigError(f"{self.grid_file}: variant {v.name!r}: {err}") from err
+                run_dir = self.out / v.slug
+                cfg.output_dir = str(run_dir if seed is None else run_dir / f"seed-{seed}")
+                datasets = list(self.grid.eval_data) or [cfg.data.path]
+                resolved.append(ResolvedVariant(v, overrides, cfg, datasets, seed))
         return resolved
+
+    def rows(self) -> list[list[ResolvedVariant]]:
+        """The runs grouped by variant (table row), in the grid's order."""
+        groups: dict[str, list[ResolvedVariant]] = {}
+        for rv in self.variants:
+            groups.setdefault(rv.variant.slug, []).append(rv)
+        return list(groups.values())
 
     def select(self, only: list[str] = ()) -> list[ResolvedVariant]:
         """The variants named (by name or slug) in ``only``, all of them if it is empty."""
@@ -261,9 +300,13 @@ class Ablation:
             changed = _changed_keys(result.get("config", {}), current)
             if changed:
                 return Status("changed", changed)
+            can_evaluate = (rv.run_dir / "checkpoints" / f"{CHECKPOINT}.pt").is_file()
             if result.get("evaluation") == rv.evaluation:
-                return Status("done")
-            if (rv.run_dir / "checkpoints" / f"{CHECKPOINT}.pt").is_file():
+                # results from before per-query scores were saved are evaluated again when possible
+                if (rv.run_dir / PER_QUERY_FILE).is_file() or not can_evaluate:
+                    return Status("done")
+                return Status("evaluate")
+            if can_evaluate:
                 return Status("evaluate")
         if (rv.run_dir / "checkpoints" / "last.pt").is_file():
             saved = rv.run_dir / "config.yaml"
@@ -285,6 +328,7 @@ class Ablation:
     def _run_variant(self, rv: ResolvedVariant, status: Status) -> None:
         if status.state == "changed":  # stale result and checkpoints must not count or be resumed
             (rv.run_dir / RESULT_FILE).unlink(missing_ok=True)
+            (rv.run_dir / PER_QUERY_FILE).unlink(missing_ok=True)
             shutil.rmtree(rv.run_dir / "checkpoints", ignore_errors=True)
         if status.state != "evaluate":
             train(rv.config)
@@ -302,7 +346,10 @@ class Ablation:
             cfg.data.eval_batch_size,
             cfg.data.num_workers,
             device,
+            per_query=True,
         )
+        results, per_query = split_per_query(results)
+        save_per_query(rv.run_dir / PER_QUERY_FILE, per_query)  # before the result that makes the run 'done'
         record = {
             "variant": rv.variant.name,
             "slug": rv.variant.slug,
@@ -315,58 +362,87 @@ class Ablation:
         write_json(rv.run_dir / RESULT_FILE, record, indent=2)
 
     def finished_results(self, rv: ResolvedVariant) -> dict | None:
-        """The variant's metrics ``{dataset: {direction: metrics}}`` if its result is current."""
+        """The run's metrics ``{dataset: {direction: metrics}}`` if its result is current."""
         if self.status(rv).state != "done":
             return None
         return _read_result(rv.run_dir / RESULT_FILE)["results"]
+
+    def query_scores(self, runs: list[ResolvedVariant], dataset: str, metric: str) -> np.ndarray | None:
+        """A row's per-query ``metric`` (percent), averaged over its seeds; None unless every seed has one."""
+        scores = [
+            query_scores(rv.run_dir / PER_QUERY_FILE, dataset, self.grid.direction, metric) for rv in runs
+        ]
+        if any(s is None for s in scores) or len({s.shape for s in scores}) != 1:
+            return None
+        return np.mean(scores, axis=0)
 
     def write_table(self) -> Path:
         path = self.out / TABLE_FILE
         return write_text(path, self.table()) if _is_main_process() else path
 
     def table(self) -> str:
-        """The markdown table in the paper's layout: rows = variants, columns = metrics, then deltas."""
+        """The markdown table in the paper's layout: rows = variants, columns = metrics, then the
+        differences from the first row in Rank-1 and mAP, each with its paired-bootstrap interval."""
         grid = self.grid
         names = list(dict.fromkeys(Path(d).resolve().name for rv in self.variants for d in rv.datasets))
-        label = {m: f"Rank-{m[1:]}" if m[1:].isdigit() else m for m in grid.metrics}
-        first = grid.metrics[0]
+        label = {m: f"Rank-{m[1:]}" if m[1:].isdigit() else m for m in (*grid.metrics, *COMPARED)}
+        ci = f"{LEVEL:.0%} CI"
 
         def heading(dataset: str, text: str) -> str:
             return f"{dataset} {text}" if len(names) > 1 else text
 
         header = ["Methods"]
         header += [heading(n, label[m]) for n in names for m in grid.metrics]
-        header += [heading(n, f"Δ{label[first]}") for n in names]
+        header += [heading(n, text) for n in names for m in COMPARED for text in (f"Δ{label[m]}", ci)]
         rows, reference, pending = [], None, False
-        for rv in self.variants:
-            if rv.variant.section:
-                rows.append([f"*{rv.variant.section}*"] + [""] * (len(header) - 1))
-            results = self.finished_results(rv)
-            pending |= results is None
+        for runs in self.rows():
+            variant = runs[0].variant
+            if variant.section:
+                rows.append([f"*{variant.section}*"] + [""] * (len(header) - 1))
+            results = [self.finished_results(rv) for rv in runs]
+            done = all(r is not None for r in results)
+            pending |= not done
             values = {
-                (n, m): results[n][grid.direction][m] if results and n in results else None
+                (n, m): [r[n][grid.direction][m] for r in results]
+                if done and all(n in r for r in results)
+                else None
                 for n in names
-                for m in grid.metrics
+                for m in dict.fromkeys((*grid.metrics, *COMPARED))
             }
+            scores = {
+                (n, m): self.query_scores(runs, n, m) if done else None for n in names for m in COMPARED
+            }
+            cells = [_mean_std(values[n, m]) for n in names for m in grid.metrics]
             if reference is None:
-                reference = values
-                deltas = [""] * len(names)
+                reference = values, scores
+                cells += [""] * (2 * len(COMPARED) * len(names))
             else:
-                deltas = [_delta(values[n, first], reference[n, first]) for n in names]
-            rows.append([rv.variant.name, *(_number(v) for v in values.values()), *deltas])
+                for n in names:
+                    for m in COMPARED:
+                        ref_values, ref_scores = reference[0][n, m], reference[1][n, m]
+                        cells += _comparison(values[n, m], ref_values, scores[n, m], ref_scores)
+            rows.append([variant.name, *cells])
 
         lines = [f"# {grid.title}", ""]
         own = sorted({v.base for v in grid.variants if v.base})
         own_bases = f" (some rows start from {', '.join(f'`{b}`' for b in own)})" if own else ""
         data = ", ".join(f"`{d}`" for d in dict.fromkeys(d for rv in self.variants for d in rv.datasets))
+        seeds = (
+            f" Each cell is the mean ± standard deviation (n - 1) over seeds {', '.join(map(str, self.seeds))}."
+            if len(self.seeds) > 1
+            else (f" Seed {self.seeds[0]}." if self.seeds else "")
+        )
         lines.append(
             f"Base recipe `{grid.base}`{own_bases}; {DIRECTIONS[grid.direction]} retrieval on the {SPLIT} split of "
             f"{data}, with each run's 'best' checkpoint (chosen on the validation split; the final model "
-            f"when a run does not validate). Δ: {label[first]} minus the first row's."
+            f"when a run does not validate).{seeds} Δ: the row's {' / '.join(label[m] for m in COMPARED)} "
+            f"minus the first row's; {ci}: its {LEVEL:.0%} paired-bootstrap interval over the test queries "
+            f"({RESAMPLES} resamples of the queries, each row's per-query scores averaged over its seeds); "
+            "* marks a difference whose interval excludes 0."
         )
         lines += ["", *_markdown_rows(header, rows), ""]
         if pending:
-            lines += ["Rows with '-' have not finished yet.", ""]
+            lines += ["Rows with '-' have not finished yet" + (" (every seed)." if self.seeds else "."), ""]
         lines += [f"- {note}" for note in grid.notes]
         lines += [""] if grid.notes else []
         if self.command:
@@ -378,12 +454,29 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _mean_std(values: list[float] | None) -> str:
+    """One value as it is; several as mean ± sample standard deviation."""
+    if values is None:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
 
 
-def _delta(value: float | None, reference: float | None) -> str:
-    return "-" if value is None or reference is None else f"{value - reference:+.2f}"
+def _comparison(
+    values: list[float] | None,
+    reference: list[float] | None,
+    scores: np.ndarray | None,
+    ref_scores: np.ndarray | None,
+) -> list[str]:
+    """The Δ cell (marked '*' when the interval excludes 0) and the interval cell."""
+    if values is None or reference is None:
+        return ["-", "-"]
+    delta = f"{np.mean(values) - np.mean(reference):+.2f}"
+    if scores is None or ref_scores is None or scores.shape != ref_scores.shape:
+        return [delta, "-"]
+    low, high = paired_bootstrap(scores, ref_scores)
+    return [delta + ("*" if low > 0 or high < 0 else ""), f"[{low:+.2f}, {high:+.2f}]"]
 
 
 def _markdown_rows(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from tbpr.atomic import atomic_write, write_json
 from tbpr.data.synthpedes.attributes import ATTRIBUTES, VOCABULARY, Identity, sample_split_identities
 from tbpr.data.synthpedes.captions import make_caption, tokenize
+from tbpr.data.synthpedes.pair_noise import shuffle_pairs
 from tbpr.data.synthpedes.render import render_image
 from tbpr.data.synthpedes.scene import Scene, sample_scene, sample_views, visible_attributes
 from tbpr.errors import ConfigError, DataError
@@ -41,19 +42,27 @@ CAPTIONS_PER_IMAGE = 2
 JPEG_QUALITY = 90
 
 # Random streams (first entry after the seed in every numpy seed sequence).
-_IDENTITIES, _VIEWS, _SCENE, _CAPTION, _NOISE = range(5)
+_IDENTITIES, _VIEWS, _SCENE, _CAPTION, _NOISE, _PAIRS = range(6)
 
 
 @dataclass(frozen=True)
 class SizeSpec:
-    identities: int
+    identities: int  # split 70/10/20 into train/val/test
     images_per_id: tuple[int, int]  # inclusive range
+    test_identities: int | None = None  # a bigger test split; train and val stay those of ``identities``
+
+    def split_counts(self) -> dict[str, int]:
+        counts = split_counts(self.identities)
+        return {**counts, "test": self.test_identities or counts["test"]}
 
 
 SIZES: dict[str, SizeSpec] = {
     "tiny": SizeSpec(40, (3, 4)),
     "small": SizeSpec(500, (4, 4)),
     "standard": SizeSpec(2500, (4, 5)),
+    # small's train and val identities and images (the same seed gives the same ones), 10x its test
+    # identities: 8,000 test queries make seed-to-seed and row-to-row differences measurable
+    "small-bigtest": SizeSpec(500, (4, 4), test_identities=1000),
 }
 
 
@@ -76,7 +85,7 @@ def plan_identities(size: str, seed: int) -> list[Identity]:
     rng = np.random.default_rng([seed, _IDENTITIES])
     seen: set[tuple] = set()
     people: list[Identity] = []
-    for split, n in split_counts(SIZES[size].identities).items():
+    for split, n in SIZES[size].split_counts().items():
         people += sample_split_identities(split, n, len(people) + 1, rng, seen, HARD_NEGATIVE_SHARE)
     return people
 
@@ -153,25 +162,54 @@ def _caption_image(person: Identity, image: ImagePlan, seed: int, noise: float) 
     return captions
 
 
+def _shuffle_train_pairs(
+    plan_list: list[tuple[Identity, ImagePlan]], captions: list[list[dict]], fraction: float, seed: int
+) -> list[list[dict]]:
+    """Each caption with its ``pair_noise`` record: null, or where it came from when it was moved."""
+    train = [i for i, (person, _) in enumerate(plan_list) if person.split == "train"]
+    moves = shuffle_pairs(
+        [plan_list[i][0].pid for i in train],
+        CAPTIONS_PER_IMAGE,
+        fraction,
+        np.random.default_rng([seed, _PAIRS]),
+    )
+    out = [[{**c, "pair_noise": None} for c in image_captions] for image_captions in captions]
+    for (dest, c), (src, c_src) in moves.items():
+        person, image = plan_list[train[src]]
+        out[train[dest]][c] = {
+            **captions[train[src]][c_src],
+            "pair_noise": {"file_path": image.file_path, "id": person.pid, "caption": c_src},
+        }
+    if moves:
+        log.info(
+            "pair noise: moved %d captions of %d training images to other people", len(moves), len(train)
+        )
+    return out
+
+
 def generate(
     out_dir: str | Path,
     size: str = "tiny",
     seed: int = 0,
     caption_noise: float = 0.0,
     workers: int | None = None,
+    pair_noise: float = 0.0,
     overwrite: bool = False,
 ) -> Path:
     """Write a SynthPedes dataset to ``out_dir`` and return the path of its ``reid_raw.json``.
 
-    Regenerating into a complete folder with the same parameters returns at once. A complete dataset
-    of other parameters is replaced only with ``overwrite`` (runs and indexes built on it would go
-    stale); changing only ``caption_noise`` then reuses the images. ``workers`` (default: 1 for under
-    1000 images, else up to 8 processes) does not change the output.
+    ``pair_noise``: the fraction of training images whose captions are shuffled onto other
+    identities' images (see ``pair_noise.py``). Regenerating into a complete folder with the same
+    parameters returns at once. A complete dataset of other parameters is replaced only with
+    ``overwrite`` (runs and indexes built on it would go stale); changing only ``caption_noise`` or
+    ``pair_noise`` then reuses the images. ``workers`` (default: 1 for under 1000 images, else up to
+    8 processes) does not change the output.
     """
     if size not in SIZES:
         raise ConfigError(f"size {size!r} is unknown; use one of {', '.join(SIZES)}")
-    if not 0.0 <= caption_noise <= 1.0:
-        raise ConfigError(f"caption_noise={caption_noise} must be between 0 and 1")
+    for name, value in (("caption_noise", caption_noise), ("pair_noise", pair_noise)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name}={value} must be between 0 and 1")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} is a file; give a folder for the SynthPedes dataset")
@@ -180,6 +218,7 @@ def generate(
         "size": size,
         "seed": int(seed),
         "caption_noise": float(caption_noise),
+        "pair_noise": float(pair_noise),
     }
     state = _read_state(out)
     if state is None and out.exists() and any(out.iterdir()):
@@ -231,29 +270,33 @@ def generate(
     else:
         log.info("reusing the images in %s (same size and seed)", out / "imgs")
 
+    plan_list = [(person, image) for person in people for image in plans[person.pid]]
+    captions = [
+        _caption_image(person, image, seed, caption_noise)
+        for person, image in tqdm(plan_list, desc="synthpedes: captions", unit="img")
+    ]
+    captions = _shuffle_train_pairs(plan_list, captions, pair_noise, seed)
     rows, images = [], {}
-    for person in tqdm(people, desc="synthpedes: captions", unit="id"):
-        for image in plans[person.pid]:
-            captions = _caption_image(person, image, seed, caption_noise)
-            texts = [c["text"] for c in captions]
-            rows.append(
-                {
-                    "split": person.split,
-                    "captions": texts,
-                    "file_path": image.file_path,
-                    "processed_tokens": [tokenize(t) for t in texts],
-                    "id": person.pid,
-                }
-            )
-            images[image.file_path] = {
-                "id": person.pid,
+    for (person, image), image_captions in zip(plan_list, captions):
+        texts = [c["text"] for c in image_captions]
+        rows.append(
+            {
                 "split": person.split,
-                "view": image.scene.view,
-                "attributes": person.attributes,
-                "visible": visible_attributes(person.attributes, image.scene),
-                "scene": image.scene.to_json(),
-                "captions": captions,
+                "captions": texts,
+                "file_path": image.file_path,
+                "processed_tokens": [tokenize(t) for t in texts],
+                "id": person.pid,
             }
+        )
+        images[image.file_path] = {
+            "id": person.pid,
+            "split": person.split,
+            "view": image.scene.view,
+            "attributes": person.attributes,
+            "visible": visible_attributes(person.attributes, image.scene),
+            "scene": image.scene.to_json(),
+            "captions": image_captions,
+        }
     identities = {
         str(p.pid): {
             "split": p.split,
