@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tbpr.crashsafe import drop_torn_tail, exclusive_lock
-from tbpr.errors import ConfigError, DataError
+from tbpr.errors import DataError
 from tbpr.redact import redact
 
 log = logging.getLogger(__name__)
