@@ -191,7 +191,9 @@ def test_an_interrupted_variant_resumes_from_its_checkpoint(tmp_path, synth_tiny
     row = next(line for line in (out / "table.md").read_text().splitlines() if "+ no flip" in line)
     assert [c.strip() for c in row.split("|")[1:-1]][1:] == ["-"] * 9
     run = ablation(grid_file, out)
-    assert [run.status(rv).state for rv in run.variants] == ["done", "resume"]
+    assert [run.status(rv).state for rv in run.variants] == ["done", "resume"], [
+        run.status(rv) for rv in run.variants
+    ]
 
     resumed_at = []
     load_state = Trainer._load_state

@@ -188,3 +188,19 @@ def test_the_llmda_sweeps_name_the_papers_dataset(grid):
     usage = [line for line in text.splitlines() if line.startswith("#") and "--data" in line]
     assert usage == [f"#   tbpr ablate {grid} --data PATH/TO/ICFG-PEDES"]
     assert "CUHK" not in text
+
+
+def test_a_saved_resolved_source_matches_auto_but_not_another_setting():
+    """config.yaml saves 'auto' resolved; resume and ablation status must not see that as a change."""
+    from tbpr.config import to_dict
+    from tbpr.train.config import config_differences
+
+    new = to_dict(load_config("cpu-small"))
+    saved = json.loads(json.dumps(new))
+    saved["data"]["val_split"]["source"] = "carved"
+    assert config_differences(saved, new) == {}
+    explicit = json.loads(json.dumps(new))
+    explicit["data"]["val_split"]["source"] = "dataset"
+    assert config_differences(saved, explicit) == {"data.val_split.source": ("carved", "dataset")}
+    explicit["seed"] = 5
+    assert "seed" not in config_differences(saved, explicit, frozenset({"seed"}))

@@ -40,7 +40,7 @@ from tbpr.evaluation.bootstrap import (
     split_per_query,
 )
 from tbpr.evaluation.run_eval import evaluate_run, load_run
-from tbpr.train.config import RECIPE_DIR, TrainConfig, load_config
+from tbpr.train.config import RECIPE_DIR, TrainConfig, config_differences, load_config
 from tbpr.train.engine import train
 
 log = logging.getLogger(__name__)
@@ -205,25 +205,8 @@ class Status:
         }[self.state]
 
 
-def _comparable(config: dict) -> dict:
-    """A config mapping as JSON would give it back, without the result-neutral keys."""
-    flat = _flatten(json.loads(json.dumps(config)))
-    return {k: v for k, v in flat.items() if k not in NEUTRAL_KEYS}
-
-
-def _flatten(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _changed_keys(old: dict, new: dict) -> list[str]:
-    a, b = _comparable(old), _comparable(new)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
+    return list(config_differences(old, new, NEUTRAL_KEYS))
 
 
 def _read_result(path: Path) -> dict | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,3 +140,34 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> T
             "losses %s compare two image views, but no image augmentation is configured", sorted(cfg.losses)
         )
     return cfg
+
+
+# keys a run resolves when it starts: a saved resolved value matches the setting that asked to resolve it
+RESOLVED_AT_START = {"data.val_split.source": "auto"}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(saved: dict, new: dict, free: frozenset[str] = frozenset()) -> dict[str, tuple]:
+    """``{dotted key: (saved value, new value)}`` where a saved run config and a new one differ.
+
+    Keys in ``free`` are left out; both mappings are compared as JSON would give them back (tuples as
+    lists), and a value a run resolved at start (``RESOLVED_AT_START``) matches its unresolved setting.
+    """
+    old, cur = (_flatten(json.loads(json.dumps(c))) for c in (saved, new))
+    absent = "(absent)"
+    return {
+        key: (old.get(key, absent), cur.get(key, absent))
+        for key in sorted(old.keys() | cur.keys())
+        if key not in free
+        and old.get(key, absent) != cur.get(key, absent)
+        and cur.get(key) != RESOLVED_AT_START.get(key, absent)
+    }

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from tbpr.config import to_dict
 from tbpr.errors import ConfigError
-from tbpr.train.config import TrainConfig
+from tbpr.models.checkpoint import load_checkpoint
+from tbpr.train.config import TrainConfig, config_differences
 
 # may differ on resume: where the run is (it is the folder being resumed), when it stops or saves, how
 # much it logs, how it is fed, and the starting weights (only read by a fresh start)
@@ -32,31 +31,13 @@ RESUME_FREE = frozenset(
 _SHOWN = 8
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def config_differences(saved: dict, new: dict) -> list[str]:
-    """``'key: old -> new'`` for every dotted key whose value differs, ``RESUME_FREE`` keys left out."""
-    old, cur = _flat(saved), _flat(new)
-    return [
-        f"{key}: {old.get(key, '(absent)')!r} -> {cur.get(key, '(absent)')!r}"
-        for key in sorted(old.keys() | cur.keys())
-        if key not in RESUME_FREE and old.get(key) != cur.get(key)
-    ]
-
-
 def check_resumable(cfg: TrainConfig, last: Path) -> None:
     """ConfigError naming the differing fields if checkpoint ``last`` was trained with another config."""
-    saved = torch.load(last, map_location="cpu", mmap=True, weights_only=False)["config"]
-    differences = config_differences(saved, to_dict(cfg))
+    saved = load_checkpoint(last)["config"]
+    differences = [
+        f"{key}: {old!r} -> {new!r}"
+        for key, (old, new) in config_differences(saved, to_dict(cfg), RESUME_FREE).items()
+    ]
     if not differences:
         return
     shown = "; ".join(differences[:_SHOWN])
