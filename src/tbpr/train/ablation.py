@@ -27,6 +27,7 @@ from tbpr.errors import ConfigError, DataError
 from tbpr.evaluation.run_eval import evaluate_run, load_run
 from tbpr.train.config import RECIPE_DIR, TrainConfig, load_config
 from tbpr.train.engine import train
+from tbpr.train.resume import config_changes
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ DIRECTIONS = {"t2i": "text-to-image", "i2t": "image-to-text"}
 RESULT_FILE = "result.json"
 TABLE_FILE = "table.md"
 SPLIT, CHECKPOINT = "test", "best"
-# config keys that cannot change a run's numbers: editing them (or moving OUT) does not make a result stale
-NEUTRAL_KEYS = frozenset(
-    {"output_dir", "data.num_workers", "data.eval_batch_size", "log_every", "checkpoint_every"}
-)
 _SLUG = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
@@ -188,27 +185,6 @@ class Status:
         }[self.state]
 
 
-def _comparable(config: dict) -> dict:
-    """A config mapping as JSON would give it back, without the result-neutral keys."""
-    flat = _flatten(json.loads(json.dumps(config)))
-    return {k: v for k, v in flat.items() if k not in NEUTRAL_KEYS}
-
-
-def _flatten(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _changed_keys(old: dict, new: dict) -> list[str]:
-    a, b = _comparable(old), _comparable(new)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
-
-
 def _read_result(path: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -258,7 +234,7 @@ class Ablation:
         current = to_dict(rv.config)
         result = _read_result(rv.run_dir / RESULT_FILE)
         if result is not None:
-            changed = _changed_keys(result.get("config", {}), current)
+            changed = list(config_changes(result.get("config", {}), current))
             if changed:
                 return Status("changed", changed)
             if result.get("evaluation") == rv.evaluation:
@@ -267,7 +243,7 @@ class Ablation:
                 return Status("evaluate")
         if (rv.run_dir / "checkpoints" / "last.pt").is_file():
             saved = rv.run_dir / "config.yaml"
-            changed = _changed_keys(load_yaml(saved) if saved.is_file() else {}, current)
+            changed = list(config_changes(load_yaml(saved) if saved.is_file() else {}, current))
             return Status("changed", changed) if changed else Status("resume")
         return Status("new")
 

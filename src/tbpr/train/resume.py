@@ -1,11 +1,13 @@
-"""Whether a run folder can be resumed with a config: the checkpoint's config must match it.
+"""Comparing a config with the one a run was trained with: what makes a result stale, what blocks a resume.
 
-Only fields that change when or how a run is stopped, saved, logged or fed may differ: a resumed run must
-compute what the interrupted one would have.
+``NEUTRAL_KEYS`` cannot change a run's numbers (an ablation keeps its result when only they change).
+``RESUME_FREE`` may also differ when a run resumes: when it stops, the device, and the starting weights
+(read by a fresh start only). Any other difference means the checkpoint is of another run.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -14,55 +16,47 @@ from tbpr.config import to_dict
 from tbpr.errors import ConfigError
 from tbpr.train.config import TrainConfig
 
-# may differ on resume: where the run is (it is the folder being resumed), when it stops or saves, how
-# much it logs, how it is fed, and the starting weights (only read by a fresh start)
-RESUME_FREE = frozenset(
-    {
-        "output_dir",
-        "max_steps",
-        "checkpoint_every",
-        "log_every",
-        "device",
-        "save_init",
-        "init_from",
-        "data.num_workers",
-        "data.eval_batch_size",
-    }
+NEUTRAL_KEYS = frozenset(
+    {"output_dir", "data.num_workers", "data.eval_batch_size", "log_every", "checkpoint_every"}
 )
+RESUME_FREE = NEUTRAL_KEYS | {"max_steps", "device", "save_init", "init_from"}
+UNSET = "<unset>"
 _SHOWN = 8
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
+def _flatten(data: dict, prefix: str = "") -> dict:
     out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
+    for key, value in data.items():
         if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{name}."))
+            out.update(_flatten(value, f"{prefix}{key}."))
         else:
-            out[name] = value
+            out[f"{prefix}{key}"] = value
     return out
 
 
-def config_differences(saved: dict, new: dict) -> list[str]:
-    """``'key: old -> new'`` for every dotted key whose value differs, ``RESUME_FREE`` keys left out."""
-    old, cur = _flat(saved), _flat(new)
-    return [
-        f"{key}: {old.get(key, '(absent)')!r} -> {cur.get(key, '(absent)')!r}"
-        for key in sorted(old.keys() | cur.keys())
-        if key not in RESUME_FREE and old.get(key) != cur.get(key)
-    ]
+def config_changes(old: dict, new: dict, ignore: frozenset[str] = NEUTRAL_KEYS) -> dict[str, tuple]:
+    """Dotted key -> (old value, new value) for every key whose value differs, sorted, ``ignore`` left out.
+
+    Values are compared as JSON gives them back (tuples are lists); a missing key is ``UNSET``.
+    """
+    a, b = _flatten(json.loads(json.dumps(old))), _flatten(json.loads(json.dumps(new)))
+    return {
+        key: (a.get(key, UNSET), b.get(key, UNSET))
+        for key in sorted(a.keys() | b.keys())
+        if key not in ignore and a.get(key, UNSET) != b.get(key, UNSET)
+    }
 
 
 def check_resumable(cfg: TrainConfig, last: Path) -> None:
     """ConfigError naming the differing fields if checkpoint ``last`` was trained with another config."""
     saved = torch.load(last, map_location="cpu", mmap=True, weights_only=False)["config"]
-    differences = config_differences(saved, to_dict(cfg))
-    if not differences:
+    changes = config_changes(saved, to_dict(cfg), RESUME_FREE)
+    if not changes:
         return
-    shown = "; ".join(differences[:_SHOWN])
-    more = f"; and {len(differences) - _SHOWN} more" if len(differences) > _SHOWN else ""
+    shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in list(changes.items())[:_SHOWN])
+    more = f"; and {len(changes) - _SHOWN} more" if len(changes) > _SHOWN else ""
     raise ConfigError(
         f"{cfg.output_dir} holds a run trained with another config, which cannot be resumed with this one "
-        f"({len(differences)} field(s) differ from {last}: {shown}{more}): train into another --out, or "
+        f"({len(changes)} field(s) differ from {last}: {shown}{more}): train into another --out, or "
         "pass --no-resume to start this run folder over"
     )
