@@ -1,4 +1,5 @@
-"""Index writers killed at every step of the generation switch, and two writers at once (real processes)."""
+"""Index writers killed at every step of the generation switch, two writers at once (real processes), and a
+running service that picks up an update (a real socket)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,22 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
 import tbpr.search.index as index_mod
+from tbpr.atomic import write_text
 from tbpr.cli import main
 from tbpr.crashsafe import SIGNAL_AT_ENV
 from tbpr.errors import ConfigError
 from tbpr.search import Searcher, build_index, update_index
 from tbpr.search.index import read_index_meta
+from tbpr.search.service import create_app, serve_in_thread
 
 SWITCH_STEPS = [
     "index.generation-written",  # the new generation is complete in its temp folder
@@ -63,10 +68,15 @@ def final(tmp_path_factory, synth_tiny) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, final, tiny_run) -> tuple[dict, np.ndarray]:
-    """Items and embeddings of an uninterrupted build of ``final``."""
-    out = build_index(tiny_run, final, tmp_path_factory.mktemp("ref") / "idx", num_workers=0)
-    data = out / read_index_meta(out)["data"]
+def reference_index(tmp_path_factory, final, tiny_run) -> Path:
+    """An uninterrupted build of ``final``."""
+    return build_index(tiny_run, final, tmp_path_factory.mktemp("ref") / "idx", num_workers=0)
+
+
+@pytest.fixture(scope="module")
+def reference(reference_index) -> tuple[dict, np.ndarray]:
+    """Items and embeddings of ``reference_index``."""
+    data = reference_index / read_index_meta(reference_index)["data"]
     return json.loads((data / "items.json").read_text()), np.load(data / "embeddings.npy")
 
 
@@ -173,3 +183,56 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_index(
     assert first.returncode == 0, err[-2000:]
     assert "2 added, 0 changed, 1 removed" in out
     assert_complete(index_dir, reference, generation=2)
+
+
+def test_a_running_service_picks_up_an_update_between_requests(tmp_path, final, reference, tiny_run):
+    folder, index_dir = stale_index(tmp_path, final, tiny_run)
+    old_ids = set(json.loads((index_dir / "gen-0001" / "items.json").read_text())["id"])
+    new_ids = set(reference[0]["id"])
+    added = sorted(new_ids - old_ids)
+    searcher = Searcher(index_dir)
+    with serve_in_thread(create_app(searcher)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        assert http.get("/api/health").json()["gallery_size"] == len(old_ids) == 9
+        assert http.get(f"/api/images/{added[0]}").status_code == 404
+        seen, stop = [], threading.Event()
+
+        def query_all_along() -> None:  # every answer is one whole generation, old or new, never a mixture
+            while not stop.is_set():
+                response = http.post("/api/search", json={"query": "a person", "k": 100})
+                seen.append((response.status_code, {h["id"] for h in response.json()["results"]}))
+
+        reader = threading.Thread(target=query_all_along)
+        reader.start()
+        try:
+            report = update_index(index_dir, num_workers=0)
+            answered, deadline = len(seen), time.monotonic() + 120
+            while len(seen) < answered + 2 and time.monotonic() < deadline:  # the last began after the update
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            reader.join(timeout=60)
+        assert (report.added, report.removed, report.size) == (2, 1, 10)
+        assert seen and all(status == 200 and ids in (old_ids, new_ids) for status, ids in seen)
+        assert seen[-1][1] == new_ids  # switched without a restart
+        assert http.get("/api/health").json()["gallery_size"] == 10
+        response = http.get(f"/api/images/{added[0]}")
+        path = folder / reference[0]["path"][reference[0]["id"].index(added[0])]
+        assert response.status_code == 200 and response.content == path.read_bytes()
+
+
+def test_a_newer_index_that_cannot_be_loaded_is_logged_and_the_current_one_kept(
+    tmp_path, reference_index, caplog
+):
+    index_dir = tmp_path / "idx"
+    shutil.copytree(reference_index, index_dir)
+    searcher = Searcher(index_dir)
+    before = searcher.search("a man", k=3)
+    good = (index_dir / "index.json").read_text()
+    write_text(index_dir / "index.json", good.replace('"version": 1', '"version": 99'))
+    assert searcher.refresh() is False
+    assert "changed but cannot be loaded" in caplog.text and "version 1" in caplog.text
+    assert searcher.search("a man", k=3) == before
+    caplog.clear()
+    assert searcher.refresh() is False and not caplog.text  # not retried until index.json changes again
+    write_text(index_dir / "index.json", good)
+    assert searcher.refresh() is True and searcher.search("a man", k=3) == before

@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="encode every image under a folder into a new index",
         description="Encode every .jpg/.jpeg/.png/.webp under --images (recursively) with the run's model and "
         "preprocessing. Unreadable files are skipped and listed. Running the same command again after an "
-        "interruption resumes the build.",
+        "interruption (at any point) resumes the build, and does nothing once it is complete. A second build "
+        "or update of the same folder while one runs is refused.",
     )
     b.add_argument(
         "--run", type=Path, required=True, help="run folder written by `tbpr train` (or a checkpoint)"
@@ -67,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "update",
         help="re-scan an index's folder: add new images, re-encode changed ones, drop deleted ones",
         description="Bring an index up to date with its image folder without re-encoding unchanged images "
-        "(size and mtime checked first, then the content hash), then rebuild its FAISS index.",
+        "(size and mtime checked first, then the content hash), then rebuild its FAISS index. An interrupted "
+        "update resumes when run again; a running `tbpr serve` picks up the result without a restart.",
     )
     u.add_argument("index", type=Path, help="index folder written by `tbpr index build`")
     _add_encoding_options(u)

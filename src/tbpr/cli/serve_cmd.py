@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a gallery index over HTTP: search API and web page",
         description="Load the model and the index once, then answer POST /api/search, GET /api/images/{id} "
-        "and GET /api/health, and serve a search page at /. OpenAPI docs at /docs.",
+        "and GET /api/health, and serve a search page at /. OpenAPI docs at /docs. A `tbpr index update` "
+        "of the index is picked up between requests, without a restart.",
     )
     p.add_argument("index", type=Path, help="index folder written by `tbpr index build`")
     p.add_argument(

@@ -14,14 +14,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train (or resume) a retrieval model from a recipe",
         description="Train a dual encoder. A run folder that already has checkpoints/last.pt is resumed "
-        "exactly where it stopped unless --no-resume is given. Under torchrun every process runs this "
+        "exactly where it stopped unless --no-resume is given; resuming with another config (other than "
+        "max_steps, checkpoint_every, log_every, device, data.num_workers ...) is refused. Under torchrun every process runs this "
         "same command (DDP, global batch = data.batch_size).",
     )
     add_config_options(p)
     p.add_argument("--data", help="dataset folder (shortcut for --set data.path=...)")
     p.add_argument("--out", help="run folder (shortcut for --set output_dir=...)")
     p.add_argument(
-        "--no-resume", action="store_true", help="start from scratch even if the run folder has a checkpoint"
+        "--no-resume",
+        action="store_true",
+        help="start from scratch even if the run folder has a checkpoint (also the way to reuse a run folder "
+        "with another config: resuming refuses one that differs)",
     )
     p.add_argument(
         "--skip-bad",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +14,10 @@ import faiss
 import numpy as np
 import torch
 
-from tbpr.errors import ConfigError
+from tbpr.errors import ConfigError, TbprError
 from tbpr.evaluation.figures import render_retrieval_figure
-from tbpr.search.index import configure_search, load_index_model, read_index_meta
+from tbpr.evaluation.run_eval import LoadedRun
+from tbpr.search.index import INDEX_FILE, configure_search, load_index_model, read_index_meta
 
 log = logging.getLogger(__name__)
 
@@ -28,67 +32,143 @@ class SearchResult:
     path: str
 
 
+@dataclass(frozen=True)
+class _Generation:
+    """One generation of the index and its model, swapped as a whole when ``tbpr index update`` writes one."""
+
+    stamp: tuple[int, int] | None  # index.json's inode and mtime when it was read
+    meta: dict
+    loaded: LoadedRun
+    tokenizer: Callable
+    ids: list[str]
+    paths: list[str]
+    row: dict[str, int]
+    index: faiss.Index
+
+
+def _stamp(index_dir: Path) -> tuple[int, int] | None:
+    """What changes whenever index.json is replaced: its inode and mtime (None if it is missing)."""
+    try:
+        st = (index_dir / INDEX_FILE).stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 class Searcher:
-    """A loaded index and the model it was built with (or ``run``, checked to be that same model)."""
+    """A loaded index and the model it was built with (or ``run``, checked to be that same model).
+
+    ``refresh()`` switches to a newer generation of the index; every query uses one generation throughout.
+    """
 
     def __init__(self, index_dir: Path, device: str = "cpu", run: Path | None = None):
         self.index_dir = Path(index_dir)
-        self.meta = read_index_meta(self.index_dir)
         self.device = torch.device(device)
-        self.loaded = load_index_model(self.meta, run, device)
-        self._tokenizer = self.loaded.tokenizer()
-        data = self.index_dir / self.meta["data"]
-        items = json.loads((data / "items.json").read_text())
-        self._ids: list[str] = items["id"]
-        self._paths: list[str] = items["path"]
-        self._row = {image_id: row for row, image_id in enumerate(self._ids)}
-        self._images_dir = Path(self.meta["images_dir"])
-        self._index = faiss.read_index(str(data / "faiss.index"))
-        configure_search(self._index, self.meta["kind"], self.meta["params"])
-        log.info("loaded %s: %d images, %s index", self.index_dir, len(self), self.meta["kind"])
+        self._run = run
+        self._reloading = threading.Lock()
+        self._gen = self._load(None)
+        log.info("loaded %s: %d images, %s index", self.index_dir, len(self), self._gen.meta["kind"])
+
+    def _load(self, previous: _Generation | None) -> _Generation:
+        """The generation index.json names now; ``previous``'s model is reused if it is the same."""
+        tries = 0
+        while True:
+            stamp = _stamp(self.index_dir)
+            meta = read_index_meta(self.index_dir)
+            same_model = previous and previous.meta["model"]["fingerprint"] == meta["model"]["fingerprint"]
+            loaded = previous.loaded if same_model else load_index_model(meta, self._run, self.device)
+            data = self.index_dir / meta["data"]
+            try:
+                items = json.loads((data / "items.json").read_text())
+                index = faiss.read_index(str(data / "faiss.index"))
+            except (OSError, RuntimeError):  # faiss: RuntimeError; a newer update may have removed it
+                tries += 1
+                if tries == 3 or _stamp(self.index_dir) == stamp:
+                    raise
+                continue
+            configure_search(index, meta["kind"], meta["params"])
+            ids = items["id"]
+            row = {image_id: i for i, image_id in enumerate(ids)}
+            return _Generation(stamp, meta, loaded, loaded.tokenizer(), ids, items["path"], row, index)
+
+    def refresh(self) -> bool:
+        """Load the generation ``tbpr index update`` wrote since the last check; True if it did.
+
+        Costs one stat of index.json when nothing changed. Queries already running finish on the
+        generation they started with; one that cannot be loaded is logged and the current one kept.
+        """
+        stamp = _stamp(self.index_dir)
+        if stamp == self._gen.stamp or not self._reloading.acquire(blocking=False):
+            return False  # unchanged, or another thread is loading it
+        try:
+            current = self._gen
+            if stamp == current.stamp:  # loaded by another thread meanwhile
+                return False
+            try:
+                new = self._load(current)
+            except (TbprError, OSError, RuntimeError) as err:
+                log.warning(
+                    "%s changed but cannot be loaded (%s); still searching the previous one",
+                    self.index_dir,
+                    err,
+                )
+                self._gen = dataclasses.replace(current, stamp=stamp)  # not retried until it changes again
+                return False
+            self._gen = new
+            log.info("switched %s to %s: %d images", self.index_dir, new.meta["data"], len(new.ids))
+            return True
+        finally:
+            self._reloading.release()
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._gen.ids)
 
     @torch.no_grad()
     def encode_query(self, query: str) -> np.ndarray:
         """The L2-normalized text embedding of ``query`` as float32 [1, D]."""
-        tokens = self._tokenizer([query]).to(self.device)
-        return self.loaded.model.encode_text(tokens).float().cpu().numpy()
+        return self._encode(self._gen, query)
 
+    def _encode(self, gen: _Generation, query: str) -> np.ndarray:
+        tokens = gen.tokenizer([query]).to(self.device)
+        return gen.loaded.model.encode_text(tokens).float().cpu().numpy()
+
+    @torch.no_grad()
     def search(self, query: str, k: int = 10) -> list[SearchResult]:
         """The ``k`` gallery images most similar to ``query`` (fewer if the gallery is smaller)."""
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive integer (got {k!r})")
         if not query or not query.strip():
             raise ConfigError("the query is empty: describe the person to search for")
-        scores, rows = search_one_thread(self._index, self.encode_query(query), min(k, len(self)))
+        gen = self._gen
+        scores, rows = search_one_thread(gen.index, self._encode(gen, query), min(k, len(gen.ids)))
         return [
-            SearchResult(rank, self._ids[row], float(score), self._paths[row])
+            SearchResult(rank, gen.ids[row], float(score), gen.paths[row])
             for rank, (score, row) in enumerate(zip(scores[0], rows[0]), start=1)
             if row >= 0
         ]
 
     def image_file(self, image_id: str) -> Path:
         """The absolute path of a gallery image; KeyError if the index has no such id."""
-        return self._images_dir / self._paths[self._row[image_id]]
+        gen = self._gen
+        return Path(gen.meta["images_dir"]) / gen.paths[gen.row[image_id]]
 
     def info(self) -> dict:
         """What is being searched: the model, the index kind and parameters, the size and the folder."""
-        model = self.meta["model"]
+        gen = self._gen
+        meta, model = gen.meta, gen.meta["model"]
         return {
             "model": {
                 "arch": model["arch"],
                 "checkpoint": model["checkpoint_path"],
                 "fingerprint": model["fingerprint"],
             },
-            "kind": self.meta["kind"],
-            "params": self.meta["params"],
-            "size": len(self),
-            "dim": self.meta["dim"],
-            "images_dir": str(self._images_dir),
-            "unreadable": self.meta["unreadable"],
-            "updated": self.meta["updated"],
+            "kind": meta["kind"],
+            "params": meta["params"],
+            "size": len(gen.ids),
+            "dim": meta["dim"],
+            "images_dir": meta["images_dir"],
+            "unreadable": meta["unreadable"],
+            "updated": meta["updated"],
         }
 
 

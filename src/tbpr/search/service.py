@@ -102,6 +102,8 @@ def create_app(
     """The service around ``searcher`` (a ``tbpr.search.searcher.Searcher``, loaded once by the caller).
 
     ``allowed_hosts``: the names (without port) a request's ``Host`` header may carry; ``"*"`` allows any.
+
+    Every API request first lets the searcher pick up a newer generation of its index (a stat when none).
     """
 
     class SearchRequest(BaseModel):
@@ -122,7 +124,6 @@ def create_app(
             """JSON Schema counts 5.0 as an integer; strings and booleans stay refused."""
             return int(value) if isinstance(value, float) and value.is_integer() else value
 
-    info = searcher.info()
     search_lock = threading.Lock()  # one query at a time: torch already uses every core for one
     app = FastAPI(
         title="tbpr search",
@@ -151,6 +152,7 @@ def create_app(
     def search(request: SearchRequest) -> SearchResponse:
         """Rank the gallery against a text query; the best ``k`` images, best first."""
         start = time.perf_counter()
+        searcher.refresh()  # between requests: pick up a generation `tbpr index update` wrote
         try:
             with search_lock:
                 hits = searcher.search(request.query, k=request.k)
@@ -177,6 +179,7 @@ def create_app(
         image_id: Annotated[str, PathParam(pattern=IMAGE_ID_PATTERN, description="an id from /api/search")],
     ) -> FileResponse:
         """A gallery image by its id (never by a path)."""
+        searcher.refresh()
         try:
             path = searcher.image_file(image_id)
         except KeyError:
@@ -190,8 +193,10 @@ def create_app(
     @app.get("/api/health", response_model=HealthResponse, responses=auth)
     def health() -> HealthResponse:
         """Liveness and what is loaded: gallery size and model."""
+        searcher.refresh()
+        info = searcher.info()
         return HealthResponse(
-            status="ok", gallery_size=len(searcher), model=info["model"]["arch"], index_kind=info["kind"]
+            status="ok", gallery_size=info["size"], model=info["model"]["arch"], index_kind=info["kind"]
         )
 
     @app.get("/", include_in_schema=False)

@@ -42,6 +42,7 @@ from tbpr.evaluation.bootstrap import (
 from tbpr.evaluation.run_eval import evaluate_run, load_run
 from tbpr.train.config import RECIPE_DIR, TrainConfig, config_differences, load_config
 from tbpr.train.engine import train
+from tbpr.train.resume import NEUTRAL_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,6 @@ RESULT_FILE = "result.json"
 COMPARED = ("R1", "mAP")  # the metrics whose difference from the first row gets an interval
 TABLE_FILE = "table.md"
 SPLIT, CHECKPOINT = "test", "best"
-# config keys that cannot change a run's numbers: editing them (or moving OUT) does not make a result stale
-NEUTRAL_KEYS = frozenset(
-    {"output_dir", "data.num_workers", "data.eval_batch_size", "log_every", "checkpoint_every"}
-)
 _SLUG = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
@@ -205,10 +202,6 @@ class Status:
         }[self.state]
 
 
-def _changed_keys(old: dict, new: dict) -> list[str]:
-    return list(config_differences(old, new, NEUTRAL_KEYS))
-
-
 def _read_result(path: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -280,7 +273,7 @@ class Ablation:
         current = to_dict(rv.config)
         result = _read_result(rv.run_dir / RESULT_FILE)
         if result is not None:
-            changed = _changed_keys(result.get("config", {}), current)
+            changed = list(config_differences(result.get("config", {}), current, NEUTRAL_KEYS))
             if changed:
                 return Status("changed", changed)
             can_evaluate = (rv.run_dir / "checkpoints" / f"{CHECKPOINT}.pt").is_file()
@@ -293,7 +286,9 @@ class Ablation:
                 return Status("evaluate")
         if (rv.run_dir / "checkpoints" / "last.pt").is_file():
             saved = rv.run_dir / "config.yaml"
-            changed = _changed_keys(load_yaml(saved) if saved.is_file() else {}, current)
+            changed = list(
+                config_differences(load_yaml(saved) if saved.is_file() else {}, current, NEUTRAL_KEYS)
+            )
             return Status("changed", changed) if changed else Status("resume")
         return Status("new")
 
