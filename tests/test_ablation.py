@@ -389,6 +389,8 @@ def test_seeds_give_mean_std_cells_and_marked_paired_intervals(tmp_path, synth_t
     (run.variants[5].run_dir / "per_query.npz").unlink()
     same = next(line for line in run.table().splitlines() if line.startswith("| Same"))
     assert [c.strip() for c in same.split("|")[1:-1]][2:4] == ["+0.00", "-"]
+    with pytest.raises(ConfigError, match=r"--seeds \[1, 1\]: a seed is given twice"):
+        ablation(write_grid(tmp_path, synth_tiny), tmp_path / "out", seeds=[1, 1])
 
 
 def test_cumulative_variants_stack_their_overrides(tmp_path, synth_tiny):

@@ -303,6 +303,8 @@ def test_pair_noise_fraction_is_nested_and_infeasible_shuffles_are_refused():
     assert {i for i, _ in small} <= {i for i, _ in large}
     assert all(pids[dest] != pids[src] for (dest, _), (src, _) in large.items())
     assert shuffle_pairs(pids, 2, 0.0, np.random.default_rng(0)) == {}
+    with pytest.raises(ConfigError, match="pair_noise=0.001 moves none of the 100 training images"):
+        shuffle_pairs(pids, 2, 0.001, np.random.default_rng(0))
     with pytest.raises(ConfigError, match="pair_noise=0.5 moves the captions of 2 training images"):
         shuffle_pairs([1, 1, 1, 1], 2, 0.5, np.random.default_rng(0))  # two images, one person
     with pytest.raises(ConfigError, match="pair_noise"):

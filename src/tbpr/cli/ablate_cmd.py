@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run an ablation grid (one trained and evaluated variant per table row)",
         description="Train each variant of GRID in turn under OUT/<variant>/, evaluate its best checkpoint "
         "(chosen on val) on the test split and write OUT/table.md (rows = variants, columns = metrics, "
-        "plus the change in Rank-1 and mAP from the first row with its 95%% paired-bootstrap interval over "
+        "plus the change in Rank-1 and mAP from the first row with its 95% paired-bootstrap interval over "
         "the test queries; '*' marks a change whose interval excludes 0). Resumable: finished variants are "
         "not rerun, an interrupted one resumes from its checkpoint, one whose config changed is retrained. "
         "Shipped grids mirror "

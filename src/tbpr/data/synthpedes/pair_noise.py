@@ -33,6 +33,10 @@ def shuffle_pairs(
     order = rng.permutation(len(pids))
     chosen = sorted(int(i) for i in order[: round(fraction * len(pids))])
     if not chosen:
+        if fraction > 0:
+            raise ConfigError(
+                f"pair_noise={fraction} moves none of the {len(pids)} training images; use 0 or a larger pair noise"
+            )
         return {}
     slots = [(i, c) for i in chosen for c in range(captions_per_image)]
     owners = np.array([pids[i] for i, _ in slots])
