@@ -27,7 +27,7 @@ browser:
 	    echo "installing Debian chromium for the browser tests"; \
 	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else \
-	    echo "chromium is not installed and apt-get needs root: the browser tests will be skipped"; \
+	    echo "chromium is not installed and apt-get needs root: the browser tests will be skipped (under CI=true they fail)"; \
 	  fi; \
 	fi
 
@@ -38,7 +38,7 @@ wordnet:
 	    echo "installing Debian wordnet-base and wordnet-sense-index for the text augmentation tests"; \
 	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index >/dev/null; \
 	  else \
-	    echo "WordNet is not installed and apt-get needs root: the WordNet tests will be skipped (install wordnet-base wordnet-sense-index, or run python -m nltk.downloader wordnet)"; \
+	    echo "WordNet is not installed and apt-get needs root: the WordNet tests will be skipped, or fail under CI=true (install wordnet-base wordnet-sense-index, or run python -m nltk.downloader wordnet)"; \
 	  fi; \
 	fi
 

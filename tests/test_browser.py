@@ -4,12 +4,12 @@ Skipped when /usr/bin/chromium is missing, except under CI (environment variable
 Every request the page makes is checked to stay on 127.0.0.1 (others are aborted and reported).
 """
 
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from components import missing
 from tbpr.search.service import create_app, serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,11 +33,7 @@ ALL_IMAGES_LOADED = (
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(
-                f"{CHROMIUM} is missing and CI is set: the browser tests must run in CI (make browser)"
-            )
-        pytest.skip(f"{CHROMIUM} is not installed (make browser installs Debian's chromium)")
+        missing(str(CHROMIUM), "make browser installs Debian's chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -10,6 +10,7 @@ from pathlib import Path
 import nltk
 import pytest
 
+from components import missing
 from tbpr.errors import ConfigError
 from tbpr.text import operations as ops
 from tbpr.text import wordnet
@@ -34,9 +35,7 @@ def fake(word):
 
 def needs_wordnet():
     if not (wordnet.DEBIAN_WORDNET / "data.noun").is_file():
-        pytest.skip(
-            "Debian's WordNet is not installed: apt-get install wordnet-base wordnet-sense-index (or make wordnet)"
-        )
+        missing("Debian's WordNet", "make wordnet, or apt-get install wordnet-base wordnet-sense-index")
 
 
 @pytest.fixture(scope="module")

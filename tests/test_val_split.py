@@ -169,6 +169,25 @@ def test_a_run_that_never_validates_carves_nothing(tmp_path, no_val):
     assert not trainer.val_split.images and trainer.cfg.data.val_split.source == "dataset"
 
 
+def test_source_dataset_never_carves_and_says_so(tmp_path, no_val, caplog):
+    overrides = [
+        *MICRO,
+        "data.val_split.source=dataset",
+        f"data.path={no_val}",
+        f"output_dir={tmp_path / 'run'}",
+    ]
+    with caplog.at_level(logging.WARNING, logger="tbpr.train.engine"):
+        trainer = Trainer(load_config("cpu-small", overrides))
+    assert (
+        trainer.train_split.images == read_dataset(no_val).split("train").images
+        and not trainer.val_split.images
+    )
+    assert (
+        "has no validation split and data.val_split.source=dataset: 'best' will be the final model"
+        in caplog.text
+    )
+
+
 def test_a_dataset_with_a_val_split_keeps_it(tmp_path, synth_tiny):
     cfg = load_config("cpu-small", [*MICRO, f"data.path={synth_tiny}", f"output_dir={tmp_path / 'run'}"])
     trainer = Trainer(cfg)

@@ -13,6 +13,8 @@ from tbpr.atomic import atomic_write
 ROW_LABELS = {"attn": "SA", "mlp": "FF", "whole": "Whole"}
 TOWER_LABELS = {"text": "Txt enc.", "image": "Img enc."}
 PANEL_SCORES = ("C1", "C2")
+# tables written before the per-tower default normalized over both towers
+NORMALIZE_LABELS = {"tower": "per tower", "all": "over both towers"}
 
 
 def render_contribution_heatmap(table: dict, out_path: Path) -> Path:
@@ -37,7 +39,8 @@ def render_contribution_heatmap(table: dict, out_path: Path) -> Path:
         fig.colorbar(image, ax=ax, fraction=0.03)
     if "metric" in table:
         fig.suptitle(
-            f"t2i {table['metric']} {table['baseline']:.1f} on {table['split']}; C2: epsilon {table['epsilon']:g}",
+            f"t2i {table['metric']} {table['baseline']:.1f} on {table['split']}; "
+            f"C1 {NORMALIZE_LABELS[table.get('normalize', 'all')]}; C2: epsilon {table['epsilon']:g}",
             fontsize=9,
         )
     return atomic_write(out_path, lambda fh: fig.savefig(fh, format="png", dpi=120))

@@ -7,6 +7,8 @@ the image or text tower; layers are 0-based.
 - C1 (eq. 10): removing a module (its residual branch adds zero; a removed layer is the identity)
   drops the metric by dM_i; ``C1_i = dM_i / max_j dM_j``. A removal that does not lower the metric
   counts as no contribution (C1 = 0), so C1 lies in [0, 1] and the largest drop scores exactly 1.
+  The max runs over the modules of the same tower (``normalize="tower"``, the default: the paper's
+  Fig. 5 shows each encoder in panels of its own) or over both towers (``normalize="all"``).
 - C2 (eq. 11): ``C2_i = min alpha`` such that ``M(theta) - M(theta^alpha) < epsilon``, with only module
   i's parameters moved to ``theta^alpha = (1 - alpha) theta^0 + alpha theta`` (theta^0 the initial,
   theta the fine-tuned weights), alpha searched on the grid 0, step, 2 step, ... from 0 upwards;
@@ -39,6 +41,7 @@ KINDS = ("attn", "mlp", "whole")
 # the submodules of a residual block that make up each sub-layer (its residual branch)
 _PARTS = {"attn": ("ln_1", "attn", "ls_1"), "mlp": ("ln_2", "mlp", "ls_2")}
 _SCORES = ("sum", "C1", "C2")
+NORMALIZATIONS = ("tower", "all")  # what C1's largest drop is taken over
 
 
 @dataclass(frozen=True)
@@ -161,13 +164,29 @@ def smallest_alpha(
     return 1.0, tried
 
 
-def normalized_drops(drops: dict) -> dict:
+def check_normalize(normalize: str) -> None:
+    if normalize not in NORMALIZATIONS:
+        raise ConfigError(f"C1 normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+
+
+def normalized_drops(drops: dict, where: str = "module") -> dict:
     """C1 for each key of ``drops`` (metric drop when the module is removed): drop / largest drop."""
     largest = max(drops.values(), default=0.0)
     if largest <= 0:
-        log.warning("no module's removal lowers the metric: every C1 is 0")
+        log.warning("no %s's removal lowers the metric: its C1 is 0", where)
         return dict.fromkeys(drops, 0.0)
     return {key: max(drop, 0.0) / largest for key, drop in drops.items()}
+
+
+def contribution_c1(drops: dict[ModuleRef, float], normalize: str = "tower") -> dict[ModuleRef, float]:
+    """C1 of every module: its drop over the largest drop of its tower ("tower") or of all modules ("all")."""
+    check_normalize(normalize)
+    if normalize == "all":
+        return normalized_drops(drops)
+    c1 = {}
+    for tower in dict.fromkeys(ref.tower for ref in drops):
+        c1 |= normalized_drops({r: d for r, d in drops.items() if r.tower == tower}, f"{tower} tower module")
+    return c1
 
 
 def module_contributions(
@@ -179,13 +198,16 @@ def module_contributions(
     step: float = 0.1,
     towers: tuple[str, ...] = TOWERS,
     progress: bool = True,
+    normalize: str = "tower",
 ) -> dict[str, dict[str, dict[str, dict]]]:
     """C1 and C2 of every module: ``{tower: {layer: {kind: {"C1", "C2", "drop", "removed", "alphas"}}}}``.
 
     ``scorer(tower)`` evaluates the model as it currently is, re-encoding ``tower`` only; ``baseline``
     is its value for the untouched model. Layers are string keys (the table is written as JSON);
     ``removed`` is the metric without the module and ``alphas`` the metric at each alpha tried for C2.
+    ``normalize`` chooses C1's largest drop: per tower (the paper's Fig. 5) or over all modules.
     """
+    check_normalize(normalize)
     refs = list_modules(model, towers)
     rows: dict[ModuleRef, dict] = {}
     for ref in tqdm(refs, desc="modules", disable=not progress):
@@ -199,7 +221,7 @@ def module_contributions(
         c2, tried = smallest_alpha(metric_at, baseline, epsilon, step)
         rows[ref] = {"drop": baseline - without, "removed": without, "C2": c2, "alphas": tried}
         log.debug("%s: removed %.2f, C2 %.2f", ref, without, c2)
-    c1 = normalized_drops({ref: row["drop"] for ref, row in rows.items()})
+    c1 = contribution_c1({ref: row["drop"] for ref, row in rows.items()}, normalize)
     table: dict[str, dict[str, dict[str, dict]]] = {}
     for ref, row in rows.items():
         entry = {"C1": c1[ref], **row, "alphas": {str(a): m for a, m in row["alphas"].items()}}
@@ -213,7 +235,8 @@ def lowest_contribution_layers(
     """The ``n`` layers of ``tower`` whose ``kind`` module has the lowest score, sorted (0-based).
 
     ``table`` is an ``analyze_run`` result (or its ``scores`` part); ``score`` is "sum" (C1 + C2, as the
-    paper picks layers to drop or freeze for its Table 17), "C1" or "C2". Because the scores of a
+    paper picks layers to drop or freeze for its Table 17, from Fig. 5's scores: C1 normalized within
+    the text tower, the default), "C1" or "C2". Because the scores of a
     combination add up, the n individually lowest layers are the combination with the lowest sum;
     ties go to the lower layer. Feed the result to ``model.drop_text_layers``/``freeze_text_layers``.
     """
@@ -268,9 +291,11 @@ def analyze_run(
     num_workers: int = 2,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    normalize: str = "tower",
 ) -> dict:
     """Load a run, score every module of both towers on a split, and return the JSON-able table."""
     check_search(epsilon, step)
+    check_normalize(normalize)
     start = time.perf_counter()
     loaded = load_run(run, checkpoint, device)
     init_state, init_source = initial_state(loaded.checkpoint, loaded.config.model)
@@ -292,7 +317,14 @@ def analyze_run(
         device,
     )
     scores = module_contributions(
-        loaded.model, init_state, scorer, scorer.baseline, epsilon, step, progress=progress
+        loaded.model,
+        init_state,
+        scorer,
+        scorer.baseline,
+        epsilon,
+        step,
+        progress=progress,
+        normalize=normalize,
     )
     return {
         "checkpoint": str(loaded.checkpoint),
@@ -303,6 +335,7 @@ def analyze_run(
         "direction": "t2i",
         "epsilon": epsilon,
         "step": step,
+        "normalize": normalize,
         "num_queries": scorer.num_queries,
         "num_gallery": scorer.num_gallery,
         "baseline": scorer.baseline,

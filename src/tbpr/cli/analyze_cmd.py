@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="contribution scores C1 and C2 of every attention, feed-forward and whole layer",
         description="For every self-attention (SA), feed-forward (FF) and whole layer of the image and text "
         "towers, compute TBPS-CLIP's contribution scores (appendix A.4): C1 = the drop of the text-to-image "
-        "metric when the module is removed, divided by the largest drop over all modules; C2 = the smallest "
+        "metric when the module is removed, divided by the largest drop among the modules of its tower (or of "
+        "both towers: --normalize all); C2 = the smallest "
         "alpha on the grid 0, STEP, 2*STEP, ... such that moving only that module's weights to "
         "(1 - alpha) * initial + alpha * fine-tuned keeps the metric drop from the fine-tuned model below "
         "EPSILON (1 if none does). The initial weights come from RUN/checkpoints/init.pt, or are rebuilt from the "
@@ -61,6 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--step", type=float, default=0.1, help="spacing of the alpha grid searched for C2 (default: 0.1)"
     )
     m.add_argument(
+        "--normalize",
+        default="tower",
+        choices=["tower", "all"],
+        help="C1's denominator: the largest drop of the module's own tower (default; the paper's Figure 5 shows "
+        "each encoder separately) or the largest drop of all modules of both towers",
+    )
+    m.add_argument(
         "--limit-queries",
         type=int,
         metavar="N",
@@ -98,6 +106,7 @@ def run_modules(args: argparse.Namespace) -> int:
         metric=args.metric,
         epsilon=args.epsilon,
         step=args.step,
+        normalize=args.normalize,
         limit_queries=args.limit_queries,
         checkpoint=args.checkpoint,
         batch_size=args.batch_size,

@@ -233,7 +233,7 @@ class Trainer:
             )
         if self.main:
             save_yaml(cfg, self.out / "config.yaml")
-        if not self.val_split.captions:
+        if cfg.eval_every and not self.val_split.captions:
             log.warning(
                 "%s has no validation split and data.val_split.source=dataset: 'best' will be the final "
                 "model, never chosen on test",
