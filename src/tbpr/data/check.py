@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from tbpr.data.image_files import not_regular
 from tbpr.data.readers import contiguous_train_pids, read_annotations, summarize
 from tbpr.data.schema import Manifest
 from tbpr.errors import DataError
@@ -63,6 +64,9 @@ class CheckReport:
 
 def image_problem(path: Path) -> str | None:
     """None if ``path`` decodes as an image, else 'missing' or why it is unreadable."""
+    special = not_regular(path)  # opening a FIFO would block forever
+    if special:
+        return special
     try:
         with Image.open(path) as im:
             im.verify()

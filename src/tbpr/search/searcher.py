@@ -11,6 +11,7 @@ import faiss
 import numpy as np
 import torch
 
+from tbpr.data.image_files import read_unchanged
 from tbpr.errors import ConfigError
 from tbpr.evaluation.figures import render_retrieval_figure
 from tbpr.search.index import configure_search, load_index_model, read_index_meta
@@ -41,6 +42,8 @@ class Searcher:
         items = json.loads((data / "items.json").read_text())
         self._ids: list[str] = items["id"]
         self._paths: list[str] = items["path"]
+        # what identifies each indexed file at serve time (indexes of older versions have no inode)
+        self._stats = list(zip(items["size"], items["mtime_ns"], items.get("ino") or [None] * len(self._ids)))
         self._row = {image_id: row for row, image_id in enumerate(self._ids)}
         self._images_dir = Path(self.meta["images_dir"])
         self._index = faiss.read_index(str(data / "faiss.index"))
@@ -72,6 +75,12 @@ class Searcher:
     def image_file(self, image_id: str) -> Path:
         """The absolute path of a gallery image; KeyError if the index has no such id."""
         return self._images_dir / self._paths[self._row[image_id]]
+
+    def read_image(self, image_id: str) -> bytes:
+        """The bytes of a gallery image if its file is still the one indexed (same size, mtime and inode,
+        inside the image folder); KeyError for an unknown id, DataError when the file changed or is gone."""
+        row = self._row[image_id]
+        return read_unchanged(self._images_dir, self._paths[row], *self._stats[row])
 
     def info(self) -> dict:
         """What is being searched: the model, the index kind and parameters, the size and the folder."""
