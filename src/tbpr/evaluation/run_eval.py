@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from tbpr.config import from_dict
-from tbpr.data.readers import read_dataset
+from tbpr.data.check import load_checked_split
 from tbpr.data.schema import Manifest
 from tbpr.data.tokenizer import Tokenizer
 from tbpr.data.transforms import build_image_transform
@@ -91,7 +91,7 @@ def evaluate_run(
     """Metrics per dataset (keyed by folder name): ``{name: {"t2i": {...}, "i2t": {...}}}``."""
     results = {}
     for data_path in data_paths:
-        manifest = read_dataset(data_path, data_format).split(split)
+        manifest = load_checked_split(data_path, split, data_format)  # as training checks its data
         if not manifest.captions:
             raise ConfigError(f"{data_path} has no '{split}' split to evaluate on")
         name = Path(data_path).resolve().name
