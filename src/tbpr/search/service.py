@@ -211,7 +211,7 @@ def create_app(
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     app.openapi = lambda: _openapi_schema(app, api_key is not None)
-    # Added innermost first: a request meets headers, then the Host check, then the key, then the size limit, then the catch-all.
+    # Added innermost first: a request meets headers, the Host check, the key, the size limit, the catch-all.
     app.add_middleware(_CatchAll)
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     if api_key is not None:
