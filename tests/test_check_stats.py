@@ -269,3 +269,78 @@ def test_tbpr_main_dispatches_data_commands(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["train"] == {"ids": 2, "images": 3, "captions": 3}
     (root / "ICFG-PEDES.json").unlink()
     assert cli.main(["data", "check", str(root)]) == 2  # a DataError: nothing to check
+
+
+# ---------------------------------------------------------------- hostile annotations
+
+
+def test_the_same_image_twice_is_an_error(tmp_path):
+    records = [
+        record("a.jpg", 1),
+        record("./a.jpg", 1),
+        record("b.jpg", 2),
+        record("b.jpg", 3),
+        record("c.jpg", 4),
+    ]
+    report = check_dataset(write_records(tmp_path / "d", records))
+    assert report.errors == [
+        "2 images listed in more than one record: a.jpg (2 records, person id [1]); "
+        "b.jpg (2 records, person ids [2, 3])"
+    ]
+    assert report.bad_image_ids == {1, 2, 3}  # the repeat of a.jpg; both identities of b.jpg
+
+
+def test_an_empty_record_list_is_an_error(tmp_path, capsys):
+    root = write_records(tmp_path / "d", [])
+    assert f"{root / 'reid_raw.json'}: no records (an empty list): nothing to train or evaluate on" in (
+        check_dataset(root).errors
+    )
+    assert run_cli(["data", "check", str(root)]) == 1
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/hostname", "../outside.jpg", "a/../../outside.jpg", "\\\\server\\x.jpg", "C:\\x.jpg", ""]
+)
+def test_image_paths_must_stay_inside_imgs(tmp_path, path):
+    root = write_records(tmp_path / "d", [record("a.jpg", 1)])
+    (root / "reid_raw.json").write_text(json.dumps([record("a.jpg", 1), record(path, 2)]))
+    report = check_dataset(root)
+    assert (
+        "record 1: field 'file_path' must be a path relative to imgs/ that stays inside it"
+        in report.errors[0]
+    )
+    assert report.skipped_records == 1
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"id": 10**30}, "field 'id' must be an integer from 0 to 9223372036854775807"),
+        ({"id": -1}, "field 'id' must be an integer from 0 to"),
+        (
+            {"captions": ["x" * 10_001]},
+            "field 'captions' must be a list of strings of at most 10000 characters",
+        ),
+    ],
+    ids=["pid-1e30", "negative-pid", "10k-caption"],
+)
+def test_out_of_range_fields_are_errors(tmp_path, bad, message):
+    report = check_dataset(write_records(tmp_path / "d", [record("a.jpg", 1), {**record("b.jpg", 2), **bad}]))
+    assert f"record 1: {message}" in report.errors[0]
+
+
+@pytest.mark.parametrize("command", ["check", "stats"])
+def test_deeply_nested_json_is_one_clear_error(tmp_path, caplog, capsys, command):
+    from tbpr.cli import main
+
+    root = write_records(tmp_path / "d", [record("a.jpg", 1)])
+    (root / "reid_raw.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["data", command, str(root)]) in (1, 2)
+    assert "nested too deeply" in capsys.readouterr().out + caplog.text
+
+
+def test_data_check_workers_must_be_positive(tmp_path, caplog):
+    from tbpr.cli import main
+
+    assert main(["data", "check", str(make_dataset("cuhk", tmp_path)), "--workers", "0"]) == 2
+    assert "--workers 0: need at least 1" in caplog.text

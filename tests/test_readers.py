@@ -161,11 +161,11 @@ def test_missing_and_wrongly_typed_fields_name_record_and_field(tmp_path):
         read_dataset(tmp_path)
     message = str(err.value)
     assert "6 record field problems" in message
-    assert "record 1: field 'id' must be an integer, got \"1\"" in message
+    assert "record 1: field 'id' must be an integer from 0 to 9223372036854775807, got \"1\"" in message
     assert "record 2: field 'captions' is missing" in message
     assert "record 3: field 'captions' must be a list of strings" in message
     assert "record 4: field 'captions' must be a list of strings" in message
-    assert "record 5: field 'id' must be an integer, got true" in message
+    assert "record 5: field 'id' must be an integer from 0 to 9223372036854775807, got true" in message
     assert "record 6: expected a JSON object, got str" in message
     assert "record 0" not in message
     assert "tbpr data check" in message

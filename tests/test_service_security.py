@@ -164,7 +164,7 @@ def test_unknown_id_is_404(client):
 
 
 def test_an_indexed_image_whose_file_is_gone_is_404(client, image_id, tiny_searcher, tmp_path, monkeypatch):
-    monkeypatch.setattr(tiny_searcher, "image_file", lambda _: tmp_path / "deleted.jpg")
+    monkeypatch.setattr(tiny_searcher, "_images_dir", tmp_path)  # the gallery folder is now empty
     assert "missing" in assert_clean_error(client.get(f"/api/images/{image_id}", headers=AUTH), 404)
 
 

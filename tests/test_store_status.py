@@ -233,3 +233,12 @@ def test_merge_refuses_to_overwrite_missing_or_busy_stores(tmp_path):
     with CaptionStore(b).exclusive(), pytest.raises(ConfigError, match="shard1.jsonl is being written"):
         merge_stores(tmp_path / "m.jsonl", [a, b])
     assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_augment_status_on_deeply_nested_json_is_one_clear_error(tmp_path, caplog):
+    from tbpr.cli import main
+
+    store = tmp_path / "rw.jsonl"
+    store.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    assert main(["augment", "status", str(store)]) == 2
+    assert f"caption store {store}, line 1: not a valid record (JSON nested too deeply)" in caplog.text

@@ -29,7 +29,20 @@ def add_set_option(p: argparse.ArgumentParser, help: str) -> None:
 def add_device_option(p: argparse.ArgumentParser, default: str | None = None) -> None:
     """``--device``; with no default the best available one is used (see ``resolve_device``)."""
     shown = default or "cuda if available, else cpu"
-    p.add_argument("--device", default=default, help=f"cpu, cuda, cuda:1 ... (default: {shown})")
+    p.add_argument(
+        "--device", type=_device, default=default, help=f"cpu, cuda, cuda:1 ... (default: {shown})"
+    )
+
+
+def _device(name: str) -> str:
+    """argparse type: a device this machine has (a missing GPU is a usage error)."""
+    from tbpr.devices import check_device
+    from tbpr.errors import ConfigError
+
+    try:
+        return check_device(name)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_encoding_options(p: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ empty captions, person ids in more than one split). Warnings are legal but suspi
 from __future__ import annotations
 
 import logging
+import posixpath
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,9 +17,10 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from tbpr.data.image_files import not_regular
 from tbpr.data.readers import contiguous_train_pids, read_annotations, summarize
 from tbpr.data.schema import Manifest
-from tbpr.errors import DataError
+from tbpr.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ class CheckReport:
 
 def image_problem(path: Path) -> str | None:
     """None if ``path`` decodes as an image, else 'missing' or why it is unreadable."""
+    special = not_regular(path)  # opening a FIFO would block forever
+    if special:
+        return special
     try:
         with Image.open(path) as im:
             im.verify()
@@ -144,23 +149,52 @@ def _check_split_ids(report: CheckReport, raw_pids: list[int]) -> None:
     report.errors.append(summarize("person ids in more than one split", examples))
 
 
-def check_dataset(path: str | Path, format: str | None = None, workers: int | None = None) -> CheckReport:
-    """Check annotations, images (each opened and decoded, ``workers`` threads), captions and splits.
+def _check_duplicate_images(report: CheckReport, raw_pids: list[int]) -> None:
+    """An image file listed by several records: one record too many (or two identities for one person)."""
+    records: dict[str, list[int]] = defaultdict(list)
+    for i, rec in enumerate(report.manifest.images):
+        records[posixpath.normpath(rec.path.replace("\\", "/"))].append(i)
+    examples = []
+    for path, where in records.items():
+        if len(where) < 2:
+            continue
+        pids = sorted({raw_pids[i] for i in where})
+        # the same person: keep the first record; different persons: which one is right is unknown
+        drop = where[1:] if len(pids) == 1 else where
+        report.bad_image_ids.update(report.manifest.images[i].id for i in drop)
+        examples.append(f"{path} ({len(where)} records, person id{'s' if len(pids) > 1 else ''} {pids})")
+    if examples:
+        report.errors.append(summarize("images listed in more than one record", examples))
+
+
+def check_dataset(
+    path: str | Path, format: str | None = None, workers: int | None = None, split: str | None = None
+) -> CheckReport:
+    """Check annotations, images (each opened and decoded, ``workers`` threads), captions and splits;
+    with ``split``, the images and captions of that split only (what evaluating it reads).
 
     Raises ``DataError`` only when there is nothing to check (no folder or annotation file).
     """
     annotations = read_annotations(path, format)
+    manifest, raw_pids = annotations.manifest, annotations.raw_pids
+    if split is not None:
+        manifest = manifest.split(split)
+        kept = {rec.id for rec in manifest.images}
+        raw_pids = [pid for rec, pid in zip(annotations.manifest.images, raw_pids) if rec.id in kept]
     report = CheckReport(
         Path(path),
         annotations.file,
         annotations.spec.name,
-        annotations.manifest,
+        manifest,
         errors=list(annotations.problems),
         skipped_records=annotations.skipped_records,
     )
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers {workers}: need at least 1 thread to decode images")
     _check_images(report, workers)
     _check_captions(report)
-    _check_split_ids(report, annotations.raw_pids)
+    _check_split_ids(report, raw_pids)
+    _check_duplicate_images(report, raw_pids)
     return report
 
 
@@ -205,3 +239,19 @@ def load_training_manifest(path: str | Path, format: str | None = None, skip_bad
             + "; ".join(report.errors)
         )
     return manifest
+
+
+def load_checked_split(path: str | Path, split: str, format: str | None = None) -> Manifest:
+    """The ``split`` of dataset ``path`` after checking it (its images decoded): what evaluation reads.
+
+    DataError listing every problem when it fails: a bad test image is one clear error, not a traceback.
+    """
+    report = check_dataset(path, format, split=split)
+    for message in report.warnings:
+        log.warning("%s (%s split): %s", path, split, message)
+    if not report.ok:
+        raise DataError(
+            f"dataset {path}, {split} split, failed the check: " + "; ".join(report.errors) + "; fix the "
+            f"data (`tbpr data check {path}` lists every problem)"
+        )
+    return report.manifest

@@ -15,6 +15,8 @@ from tbpr.data.schema import CaptionRecord, ImageRecord, Manifest, canonical_spl
 from tbpr.errors import DataError
 
 MAX_EXAMPLES = 10  # problems quoted in one error message; the rest are counted
+MAX_CAPTION_CHARS = 10_000  # far beyond any description (CUHK-PEDES: ~25 words); more is broken data
+MAX_PID = 2**63 - 1  # person ids become int64 tensors
 
 
 @dataclass(frozen=True)
@@ -88,28 +90,51 @@ def load_annotations(spec: FormatSpec, file: Path) -> tuple[list[tuple[str, obje
                 records.append((f"line {lineno}", json.loads(line)))
             except json.JSONDecodeError as err:
                 problems.append(f"{file}: line {lineno}: invalid JSON at column {err.colno}: {err.msg}")
+            except RecursionError:
+                problems.append(f"{file}: line {lineno}: {TOO_DEEP}")
         return records, problems
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         return [], [f"{file}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"]
+    except RecursionError:
+        return [], [f"{file}: {TOO_DEEP}"]
     if not isinstance(data, list):
         return [], [f"{file}: expected a JSON list of records, got {type(data).__name__}"]
     return [(f"record {i}", rec) for i, rec in enumerate(data)], []
 
 
+TOO_DEEP = "JSON nested too deeply to read (a record is a flat object); the file is broken"
+
+
+def inside_image_dir(path: str) -> bool:
+    """Whether ``path`` is relative and stays inside the image folder (no absolute path, drive or ``..``)."""
+    parts = path.replace("\\", "/").split("/")
+    return bool(path) and not path.startswith(("/", "\\")) and ":" not in parts[0] and ".." not in parts
+
+
 def record_problems(spec: FormatSpec, record: object) -> list[str]:
-    """What is missing or wrongly typed in one raw record (empty when it is usable)."""
+    """What is missing, wrongly typed or out of range in one raw record (empty when it is usable)."""
     if not isinstance(record, dict):
         return [f"expected a JSON object, got {type(record).__name__}"]
     expected = (
-        (spec.id_field, "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+        (
+            spec.id_field,
+            f"an integer from 0 to {MAX_PID}",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_PID,
+        ),
         (spec.split_field, "a string", lambda v: isinstance(v, str)),
-        (spec.image_field, "a non-empty string", lambda v: isinstance(v, str) and bool(v)),
+        (
+            spec.image_field,
+            f"a path relative to {spec.image_dir}/ that stays inside it (no leading / and no ..)",
+            lambda v: isinstance(v, str) and inside_image_dir(v),
+        ),
         (
             spec.captions_field,
-            "a list of strings",
-            lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+            f"a list of strings of at most {MAX_CAPTION_CHARS} characters",
+            lambda v: (
+                isinstance(v, list) and all(isinstance(c, str) and len(c) <= MAX_CAPTION_CHARS for c in v)
+            ),
         ),
     )
     problems = []
@@ -180,6 +205,8 @@ def read_annotations(path: str | Path, format: str | None = None) -> Annotations
             records.append(rec)
     if field_problems:
         problems.append(f"{file}: " + summarize("record field problems", field_problems))
+    if not raw and not problems:
+        problems.append(f"{file}: no records (an empty list): nothing to train or evaluate on")
     root = Path(path)
     manifest = build_manifest(root.resolve().name, root / spec.image_dir, spec, records, file)
     return Annotations(spec, file, manifest, [rec[spec.id_field] for rec in records], problems, skipped)

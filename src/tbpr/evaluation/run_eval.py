@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from tbpr.config import from_dict
+from tbpr.data.check import load_checked_split
 from tbpr.data.holdout import resolve_val_split
 from tbpr.data.readers import read_dataset
 from tbpr.data.schema import Manifest
@@ -41,13 +42,14 @@ class LoadedRun:
 
     def split(self, data_path: Path, split: str, data_format: str | None = None) -> Manifest:
         """One split of a dataset; 'val' of the run's own training data is the split the run validated on
-        (identities carved from its training split if it carved them: ``data.val_split``)."""
-        manifest = read_dataset(data_path, data_format)
+        (identities carved from its training split if it carved them: ``data.val_split``). The split is
+        checked first (its images decoded), as training checks its data."""
         trained_on = (
             self.config.data.path and Path(data_path).resolve() == Path(self.config.data.path).resolve()
         )
         if split != "val" or not trained_on:
-            return manifest.split(split)
+            return load_checked_split(data_path, split, data_format)
+        manifest = read_dataset(data_path, data_format)
         return resolve_val_split(manifest, manifest.split("train"), self.config.data.val_split)[1]
 
 

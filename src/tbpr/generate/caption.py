@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tbpr.data.image_files import list_image_files
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.chat import Failure
 from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, request_settings
@@ -31,7 +32,6 @@ from tbpr.generate.vision import ImageBackend
 log = logging.getLogger(__name__)
 
 METHOD = "mllm_caption"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 TRUNCATED = "truncated at max_tokens"
 MAX_PER_IMAGE = 1000
 
@@ -48,11 +48,7 @@ def slot(captioner: str, kind: str) -> int:
 
 def scan_images(root: str | Path) -> list[str]:
     """Relative POSIX paths of the images under ``root`` (recursive; jpg, jpeg, png, webp), sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"images folder {root} does not exist or is not a folder")
-    found = (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    return sorted(p.relative_to(root).as_posix() for p in found)
+    return [f.path for f in list_image_files(root, "images folder")]
 
 
 def unreadable(root: Path, relatives: Sequence[str], workers: int = 8) -> dict[str, str]:

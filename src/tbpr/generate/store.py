@@ -153,9 +153,10 @@ class CaptionStore:
                     continue
                 try:
                     yield StoreRecord.from_json(json.loads(line))
-                except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+                except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError too
+                    reason = "JSON nested too deeply" if isinstance(err, RecursionError) else err
                     raise DataError(
-                        f"caption store {self.path}, line {number}: not a valid record ({err}); "
+                        f"caption store {self.path}, line {number}: not a valid record ({reason}); "
                         "fix or delete that line"
                     ) from None
 

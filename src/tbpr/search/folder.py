@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from tbpr.data.check import image_problem
+from tbpr.data.image_files import list_image_files
 from tbpr.data.schema import ImageRecord, Manifest
-from tbpr.errors import DataError
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 
 @dataclass(frozen=True)
 class FileStat:
     """One image file: ``path`` is POSIX and relative to the gallery folder; size and mtime are the
-    cheap change check done before hashing."""
+    cheap change check done before hashing; ``ino`` (0: not recorded) identifies the file at serve time."""
 
     path: str
     size: int
     mtime_ns: int
+    ino: int = 0
 
 
 def image_id(rel_path: str) -> str:
@@ -30,21 +28,11 @@ def image_id(rel_path: str) -> str:
 
 
 def scan_folder(images_dir: Path) -> list[FileStat]:
-    """Every image under ``images_dir`` (recursive; .jpg .jpeg .png .webp in any case), sorted by path."""
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise DataError(f"image folder {images_dir} does not exist or is not a folder")
-    found = []
-    for folder, _dirs, names in os.walk(images_dir):
-        for name in names:
-            if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
-                continue
-            full = os.path.join(folder, name)
-            stat = os.stat(full)
-            found.append(
-                FileStat(Path(full).relative_to(images_dir).as_posix(), stat.st_size, stat.st_mtime_ns)
-            )
-    return sorted(found, key=lambda f: f.path)
+    """Every image file under ``images_dir`` (see ``list_image_files``: others are skipped and listed)."""
+    return [
+        FileStat(f.path, f.stat.st_size, f.stat.st_mtime_ns, f.stat.st_ino)
+        for f in list_image_files(images_dir, "image folder")
+    ]
 
 
 def file_sha256(path: Path) -> str:

@@ -5,7 +5,7 @@ Layout of an index folder (see docs/search.md)::
     INDEX/index.json          what was indexed with which model; written last, so it marks a complete index
     INDEX/gen-0001/           the data of the current generation (index.json names it)
         embeddings.npy        float32 [N, D], L2-normalized, row i = image i of items.json
-        items.json            columns id, path (relative to the folder), sha256, size, mtime_ns
+        items.json            columns id, path (relative to the folder), sha256, size, mtime_ns, ino
         unreadable.json       files that were skipped: path, reason, size, mtime_ns
         faiss.index           the FAISS index over the embeddings (flat, hnsw or ivf)
     INDEX/parts/              encoded chunks of a build or update in progress (removed when it completes)
@@ -344,6 +344,7 @@ def _write_generation(
             "sha256": [r.enc.sha256 for r in rows],
             "size": [r.stat.size for r in rows],
             "mtime_ns": [r.stat.mtime_ns for r in rows],
+            "ino": [r.stat.ino for r in rows],
         }
         (tmp_dir / "items.json").write_text(json.dumps(items))
         skipped = [{**vars(r.stat), "reason": r.enc.problem} for r in unreadable]

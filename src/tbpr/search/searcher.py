@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 import torch
 
+from tbpr.data.image_files import read_unchanged
 from tbpr.errors import ConfigError, TbprError
 from tbpr.evaluation.figures import render_retrieval_figure
 from tbpr.evaluation.run_eval import LoadedRun
@@ -43,6 +44,7 @@ class _Generation:
     ids: list[str]
     paths: list[str]
     row: dict[str, int]
+    stats: list[tuple]  # each file's (size, mtime_ns, inode) when indexed; inode None in older indexes
     index: faiss.Index
 
 
@@ -89,7 +91,8 @@ class Searcher:
             configure_search(index, meta["kind"], meta["params"])
             ids = items["id"]
             row = {image_id: i for i, image_id in enumerate(ids)}
-            return _Generation(stamp, meta, loaded, loaded.tokenizer(), ids, items["path"], row, index)
+            stats = list(zip(items["size"], items["mtime_ns"], items.get("ino") or [None] * len(ids)))
+            return _Generation(stamp, meta, loaded, loaded.tokenizer(), ids, items["path"], row, stats, index)
 
     def refresh(self) -> bool:
         """Load the generation ``tbpr index update`` wrote since the last check; True if it did.
@@ -151,6 +154,13 @@ class Searcher:
         """The absolute path of a gallery image; KeyError if the index has no such id."""
         gen = self._gen
         return Path(gen.meta["images_dir"]) / gen.paths[gen.row[image_id]]
+
+    def read_image(self, image_id: str) -> bytes:
+        """The bytes of a gallery image if its file is still the one indexed (same size, mtime and inode,
+        inside the image folder); KeyError for an unknown id, DataError when the file changed or is gone."""
+        gen = self._gen
+        row = gen.row[image_id]
+        return read_unchanged(Path(gen.meta["images_dir"]), gen.paths[row], *gen.stats[row])
 
     def info(self) -> dict:
         """What is being searched: the model, the index kind and parameters, the size and the folder."""

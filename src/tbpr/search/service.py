@@ -30,12 +30,12 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tbpr.errors import ConfigError, TbprError
+from tbpr.errors import ConfigError, DataError, TbprError
 
 log = logging.getLogger(__name__)
 
@@ -167,28 +167,30 @@ def create_app(
 
     @app.get(
         "/api/images/{image_id}",
-        response_class=FileResponse,
+        response_class=Response,
         responses={
             **auth,
             **invalid,
-            404: error("no image with this id (or its file is gone)"),
+            404: error("no image with this id (or its file is gone or changed since indexing)"),
             200: {"content": {t: {} for t in sorted(set(IMAGE_MEDIA_TYPES.values()))}},
         },
     )
     def image(
         image_id: Annotated[str, PathParam(pattern=IMAGE_ID_PATTERN, description="an id from /api/search")],
-    ) -> FileResponse:
-        """A gallery image by its id (never by a path)."""
+    ) -> Response:
+        """A gallery image by its id (never by a path), only while its file is the one indexed."""
         searcher.refresh()
         try:
-            path = searcher.image_file(image_id)
+            data = searcher.read_image(image_id)
         except KeyError:
             raise HTTPException(404, f"no image with id {image_id!r} in the gallery") from None
-        if not path.is_file():
-            log.warning("image %s of the index is missing: %s", image_id, path)
-            raise HTTPException(404, f"the file of image {image_id!r} is missing from the gallery folder")
-        media_type = IMAGE_MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
-        return FileResponse(path, media_type=media_type, headers={"cache-control": "private, max-age=3600"})
+        except DataError as err:  # gone, replaced, or now a link out of the folder: never served
+            log.warning("image %s of the index is not served: %s", image_id, err)
+            raise HTTPException(404, f"the file of image {image_id!r} is missing or changed") from None
+        media_type = IMAGE_MEDIA_TYPES.get(
+            searcher.image_file(image_id).suffix.lower(), "application/octet-stream"
+        )
+        return Response(data, media_type=media_type, headers={"cache-control": "private, max-age=3600"})
 
     @app.get("/api/health", response_model=HealthResponse, responses=auth)
     def health() -> HealthResponse:
@@ -214,7 +216,7 @@ def create_app(
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     app.openapi = lambda: _openapi_schema(app, api_key is not None)
-    # Added innermost first: a request meets headers, then the Host check, then the key, then the size limit, then the catch-all.
+    # Added innermost first: a request meets headers, the Host check, the key, the size limit, the catch-all.
     app.add_middleware(_CatchAll)
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     if api_key is not None:

@@ -44,6 +44,11 @@ class DataConfig:
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     eval_batch_size: int = 256
 
+    def __post_init__(self) -> None:
+        at_least("data", 1, batch_size=self.batch_size, num_instances=self.num_instances)
+        at_least("data", 1, eval_batch_size=self.eval_batch_size)
+        at_least("data", 0, num_workers=self.num_workers)
+
 
 @dataclass
 class OptimConfig:
@@ -61,6 +66,9 @@ class OptimConfig:
     accum_steps: int = 1
     amp: bool = True  # autocast on CUDA only
     mlm_lr_factor: float = 1.0  # learning-rate multiplier of the MLM head (IRRA: 5)
+
+    def __post_init__(self) -> None:
+        at_least("optim", 1, epochs=self.epochs, accum_steps=self.accum_steps)
 
 
 @dataclass
@@ -95,6 +103,13 @@ class TrainConfig:
                 f"early_stop_patience={self.early_stop_patience}: give a number of validations >= 1, "
                 "or null to train all epochs"
             )
+
+
+def at_least(section: str, minimum: int, **values: int) -> None:
+    """ConfigError naming ``section.key`` for the first value below ``minimum``."""
+    for key, value in values.items():
+        if value < minimum:
+            raise ConfigError(f"{section}.{key}={value}: must be at least {minimum}")
 
 
 def recipe_path(name_or_path: str) -> Path:

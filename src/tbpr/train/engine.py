@@ -33,6 +33,7 @@ from tbpr.data.holdout import resolve_val_split
 from tbpr.data.samplers import IdentityBatchSampler, PerImageBatchSampler, RandomBatchSampler
 from tbpr.data.tokenizer import Tokenizer
 from tbpr.data.transforms import build_image_transform
+from tbpr.devices import check_device
 from tbpr.errors import ConfigError
 from tbpr.evaluation.evaluator import encode_split, score
 from tbpr.losses import Views, compute_losses, required_ss_heads, required_views
@@ -97,7 +98,7 @@ class Trainer:
         self.cfg = cfg
         self.dist = dist.init_distributed()
         self.main = self.dist.is_main
-        self.device = torch.device(cfg.device) if cfg.device else self.dist.device
+        self.device = torch.device(check_device(cfg.device)) if cfg.device else self.dist.device
         self.out = Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         if resume and (self.ckpt_dir / "last.pt").exists():  # before any work: refuse another config
