@@ -44,6 +44,7 @@ class Searcher:
         self._row = {image_id: row for row, image_id in enumerate(self._ids)}
         self._images_dir = Path(self.meta["images_dir"])
         self._index = faiss.read_index(str(data / "faiss.index"))
+        self._embeddings = np.load(data / "embeddings.npy", mmap_mode="r")  # the image tower's, per item
         configure_search(self._index, self.meta["kind"], self.meta["params"])
         log.info("loaded %s: %d images, %s index", self.index_dir, len(self), self.meta["kind"])
 
@@ -62,16 +63,36 @@ class Searcher:
             raise ConfigError(f"k must be a positive integer (got {k!r})")
         if not query or not query.strip():
             raise ConfigError("the query is empty: describe the person to search for")
-        scores, rows = search_one_thread(self._index, self.encode_query(query), min(k, len(self)))
+        return self._ranked(self.encode_query(query), k)
+
+    def similar(self, image_id: str, k: int = 10) -> list[SearchResult]:
+        """The ``k`` gallery images most similar to gallery image ``image_id`` (itself left out).
+
+        Image to image: the query is the image's own embedding from the image tower, stored in the
+        index. KeyError if the index has no such id.
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive integer (got {k!r})")
+        query = np.asarray(self._embeddings[self._row[image_id]], dtype=np.float32)[None]
+        hits = self._ranked(query, k + 1)
+        others = [h for h in hits if h.id != image_id][:k]
+        return [SearchResult(rank, h.id, h.score, h.path) for rank, h in enumerate(others, start=1)]
+
+    def _ranked(self, query: np.ndarray, k: int) -> list[SearchResult]:
+        scores, rows = search_one_thread(self._index, query, min(k, len(self)))
         return [
             SearchResult(rank, self._ids[row], float(score), self._paths[row])
             for rank, (score, row) in enumerate(zip(scores[0], rows[0]), start=1)
             if row >= 0
         ]
 
+    def image_path(self, image_id: str) -> str:
+        """A gallery image's path relative to the indexed folder; KeyError if the index has no such id."""
+        return self._paths[self._row[image_id]]
+
     def image_file(self, image_id: str) -> Path:
         """The absolute path of a gallery image; KeyError if the index has no such id."""
-        return self._images_dir / self._paths[self._row[image_id]]
+        return self._images_dir / self.image_path(image_id)
 
     def info(self) -> dict:
         """What is being searched: the model, the index kind and parameters, the size and the folder."""

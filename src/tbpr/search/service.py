@@ -1,6 +1,6 @@
 """The HTTP search service: a FastAPI app over a loaded ``Searcher`` and the air-gapped web page.
 
-Routes: ``POST /api/search``, ``GET /api/images/{id}``, ``GET /api/health``, the page at ``/`` (files
+Routes: ``POST /api/search``, ``POST /api/similar`` (image to image), ``GET /api/images/{id}``, ``GET /api/health``, the page at ``/`` (files
 in ``static/``) and the OpenAPI schema at ``/openapi.json`` (``/docs`` renders it). Security layers, as
 pure ASGI middleware so they act before any parsing: security headers on every response, the API key
 on every ``/api/`` route (constant-time comparison), a request-body size limit (413), and a catch-all
@@ -78,6 +78,14 @@ class SearchResponse(BaseModel):
     results: list[SearchHit] = Field(description="best first; at most k (fewer if the gallery is smaller)")
 
 
+class SimilarResponse(BaseModel):
+    id: str = Field(description="the gallery image searched with")
+    path: str = Field(description="its path relative to the gallery folder (display only)")
+    k: int
+    took_ms: float = Field(description="server-side search time in milliseconds (with any queueing)")
+    results: list[SearchHit] = Field(description="best first, the image itself left out; at most k")
+
+
 class HealthResponse(BaseModel):
     status: str = Field(description='"ok" once the model and index are loaded')
     gallery_size: int = Field(description="number of images in the index")
@@ -95,8 +103,17 @@ def create_app(
 ) -> FastAPI:
     """The service around ``searcher`` (a ``tbpr.search.searcher.Searcher``, loaded once by the caller)."""
 
-    class SearchRequest(BaseModel):
+    class RankingRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
+        k: int = Field(10, ge=1, le=max_k, strict=True, description="number of results")
+
+        @field_validator("k", mode="before")
+        @classmethod
+        def integral_float(cls, value):
+            """JSON Schema counts 5.0 as an integer; strings and booleans stay refused."""
+            return int(value) if isinstance(value, float) and value.is_integer() else value
+
+    class SearchRequest(RankingRequest):
         query: str = Field(
             min_length=1,
             max_length=max_query_chars,
@@ -105,13 +122,11 @@ def create_app(
             description="a description of the person (must contain a non-space character)",
             examples=["a woman in a red jacket and black trousers carrying a white bag"],
         )
-        k: int = Field(10, ge=1, le=max_k, strict=True, description="number of results")
 
-        @field_validator("k", mode="before")
-        @classmethod
-        def integral_float(cls, value):
-            """JSON Schema counts 5.0 as an integer; strings and booleans stay refused."""
-            return int(value) if isinstance(value, float) and value.is_integer() else value
+    class SimilarRequest(RankingRequest):
+        id: str = Field(
+            pattern=IMAGE_ID_PATTERN, strict=True, description="a gallery image's id (from a search)"
+        )
 
     info = searcher.info()
     search_lock = threading.Lock()  # one query at a time: torch already uses every core for one
@@ -147,11 +162,31 @@ def create_app(
         except TbprError as err:  # e.g. a query of characters Python counts as blank
             raise HTTPException(422, str(err)) from None
         took_ms = 1000 * (time.perf_counter() - start)
-        results = [
-            SearchHit(rank=h.rank, id=h.id, score=h.score, image_url=f"/api/images/{h.id}", path=h.path)
-            for h in hits
-        ]
-        return SearchResponse(query=request.query, k=request.k, took_ms=took_ms, results=results)
+        return SearchResponse(query=request.query, k=request.k, took_ms=took_ms, results=search_hits(hits))
+
+    @app.post(
+        "/api/similar",
+        response_model=SimilarResponse,
+        responses={
+            **auth,
+            **invalid,
+            404: error("no image with this id in the gallery"),
+            413: error(f"the body is over {max_body_bytes} bytes"),
+        },
+    )
+    def similar(request: SimilarRequest) -> SimilarResponse:
+        """Rank the gallery against one of its images (image to image); the image itself is left out."""
+        start = time.perf_counter()
+        try:
+            with search_lock:
+                hits = searcher.similar(request.id, k=request.k)
+        except KeyError:
+            raise HTTPException(404, f"no image with id {request.id!r} in the gallery") from None
+        took_ms = 1000 * (time.perf_counter() - start)
+        path = searcher.image_path(request.id)
+        return SimilarResponse(
+            id=request.id, path=path, k=request.k, took_ms=took_ms, results=search_hits(hits)
+        )
 
     @app.get(
         "/api/images/{image_id}",
@@ -206,6 +241,14 @@ def create_app(
         app.add_middleware(_ApiKey, key=api_key)
     app.add_middleware(_SecurityHeaders)
     return app
+
+
+def search_hits(hits) -> list[SearchHit]:
+    """The API's form of ``Searcher`` results: each with the URL of its image."""
+    return [
+        SearchHit(rank=h.rank, id=h.id, score=h.score, image_url=f"/api/images/{h.id}", path=h.path)
+        for h in hits
+    ]
 
 
 def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
