@@ -14,7 +14,12 @@ from schemathesis.generation.modes import GenerationMode
 from tbpr.search.service import create_app
 
 KEY = "fuzz-key"
-OPERATIONS = [("/api/search", "POST"), ("/api/images/{image_id}", "GET"), ("/api/health", "GET")]
+OPERATIONS = [
+    ("/api/search", "POST"),
+    ("/api/similar", "POST"),
+    ("/api/images/{image_id}", "GET"),
+    ("/api/health", "GET"),
+]
 FUZZ_SETTINGS = settings(
     max_examples=30,
     derandomize=True,  # the same examples on every run
