@@ -62,5 +62,5 @@ def test_operation_conforms_to_its_schema(api_schema, path, method, mode):
 
     check()
     assert statuses
-    if mode is GenerationMode.POSITIVE and path != "/api/images/{image_id}":
+    if mode is GenerationMode.POSITIVE and path not in ("/api/images/{image_id}", "/api/similar"):
         assert 200 in statuses  # valid requests do get answers (random image ids are unknown: 404)

@@ -1,7 +1,8 @@
 """The HTTP search service: a FastAPI app over a loaded ``Searcher`` and the air-gapped web page.
 
-Routes: ``POST /api/search``, ``POST /api/similar`` (image to image), ``GET /api/images/{id}``, ``GET /api/health``, the page at ``/`` (files
-in ``static/``) and the OpenAPI schema at ``/openapi.json`` (``/docs`` renders it). Security layers, as
+Routes: ``POST /api/search``, ``POST /api/similar`` (image to image), ``GET /api/images/{id}``,
+``GET /api/health``, the page at ``/`` (files in ``static/``) and the OpenAPI schema at
+``/openapi.json`` (``/docs`` renders it). Security layers, as
 pure ASGI middleware so they act before any parsing: security headers on every response, the API key
 on every ``/api/`` route (constant-time comparison), a request-body size limit (413), and a catch-all
 that logs the traceback and answers ``500 {"detail": "internal error"}``. Errors are ``{"detail": str}``.
