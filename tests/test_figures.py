@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from tbpr.errors import DataError
@@ -103,3 +104,59 @@ def test_unreadable_image_is_a_data_error_and_leaves_no_file(tmp_path):
     with pytest.raises(DataError, match="broken.jpg"):
         render_retrieval_figure(["a"], [[bad]], [[True]], tmp_path / "out" / "f.png")
     assert not (tmp_path / "out" / "f.png").exists()
+
+
+def test_title_and_first_match_rank_beyond_the_shown_images(tmp_path):
+    paths = make_images(tmp_path, 2)
+    out = render_retrieval_figure(
+        ["q1", "q2"],
+        [paths, paths],
+        [[False, False], [True, False]],
+        tmp_path / "f.png",
+        top_k=2,
+        title="run runs/x | checkpoint best.pt | synth test split",
+        first_match_ranks=[7, 1],
+    )
+    line_h = F.FONT_SIZE + 4
+    with Image.open(out) as img:
+        img = img.convert("RGB")
+        assert img.size[1] == 2 * F.MARGIN + F.TITLE_HEIGHT + 2 * ROW_H + F.GAP
+        title = img.crop((F.MARGIN, F.MARGIN, F.MARGIN + F.TEXT_WIDTH, F.MARGIN + F.TITLE_HEIGHT))
+        assert any(colour != F.BACKGROUND for _, colour in title.getcolors(4096))
+        x, y = cell_origin(0, 1)
+        assert img.getpixel((x + 1, y + F.TITLE_HEIGHT + 5)) == F.MISS_COLOR  # the cells moved down
+
+        def note_ink(row: int) -> int:
+            top = F.MARGIN + F.TITLE_HEIGHT + row * (ROW_H + F.GAP) + line_h  # the line under the query
+            colours = img.crop((F.MARGIN, top, F.MARGIN + F.TEXT_WIDTH, top + line_h)).getcolors(4096)
+            return sum(n for n, c in colours if c[0] > 150 and c[1] < 100)  # red ink
+
+        assert note_ink(0) > 50  # "first match at rank 7": beyond the 2 shown
+        assert note_ink(1) == 0  # rank 1 is shown: no note
+
+
+def test_ranked_examples_scores_and_first_match_rank_by_hand():
+    """Four gallery images of persons 1, 2, 1, 3; two queries, features chosen so ranks are known."""
+    from tbpr.data.schema import CaptionRecord, ImageRecord, Manifest
+    from tbpr.evaluation.evaluator import EncodedSplit
+    from tbpr.evaluation.run_eval import ranked_examples
+
+    images = [ImageRecord(i, f"{i}.jpg", pid, "test") for i, pid in enumerate([1, 2, 1, 3])]
+    captions = [CaptionRecord(0, 0, "person one"), CaptionRecord(1, 3, "person three")]
+    manifest = Manifest("m", Path("/g"), images, captions)
+    image_feats = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8], [0.8, 0.6]])
+    text_feats = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # query 0 scores 0, 1, .6, .8: order 1 (pid 2), 3 (pid 3), 2 (pid 1) -> first match at rank 3
+    # query 1 scores 1, 0, .8, .6: order 0, 2, 3 (pid 3) -> first match at rank 3 as well, then 1
+    encoded = EncodedSplit(image_feats, torch.tensor([1, 2, 1, 3]), text_feats, torch.tensor([1, 3]))
+    ex = ranked_examples(encoded, manifest, num_queries=2, top_k=2, seed=0)
+    order = [captions.index(next(c for c in captions if c.text == t)) for t in ex["queries"]]
+    expected = {
+        0: ([Path("/g/1.jpg"), Path("/g/3.jpg")], [False, False], [1.0, 0.8], 3),
+        1: ([Path("/g/0.jpg"), Path("/g/2.jpg")], [False, False], [1.0, 0.8], 3),
+    }
+    for row, q in enumerate(order):
+        paths, matches, scores, first = expected[q]
+        assert ex["ranked_paths"][row] == paths and ex["ranked_matches"][row] == matches
+        assert ex["ranked_scores"][row] == pytest.approx(scores)
+        assert ex["first_match_ranks"][row] == first

@@ -1,7 +1,9 @@
 """The search service's API and page against the real Searcher on the tiny index (TestClient, no network)."""
 
+import json
 import re
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -72,7 +74,7 @@ def test_health_reports_gallery_and_model(client, synth_tiny):
 def test_openapi_describes_the_api_and_its_limits(tiny_searcher):
     client = TestClient(create_app(tiny_searcher, max_query_chars=50, max_k=20), base_url=LOCAL)
     schema = client.get("/openapi.json").json()
-    assert set(schema["paths"]) == {"/api/search", "/api/images/{image_id}", "/api/health"}
+    assert set(schema["paths"]) == {"/api/search", "/api/similar", "/api/images/{image_id}", "/api/health"}
     request = schema["components"]["schemas"]["SearchRequest"]["properties"]
     assert request["query"]["maxLength"] == 50 and request["query"]["minLength"] == 1
     assert (request["k"]["minimum"], request["k"]["maximum"]) == (1, 20)
@@ -106,3 +108,31 @@ def test_static_files_reference_no_external_resource(name):
     text = (STATIC_DIR / name).read_text()
     text = text.replace('xmlns="http://www.w3.org/2000/svg"', "")  # an XML namespace, never fetched
     assert not re.search(r"(?i:https?:)|//[a-z0-9.-]+\.[a-z]{2,}|@import|\burl\(", text), name
+
+
+def test_similar_ranks_the_gallery_by_the_images_own_embedding(client, tiny_searcher, tiny_index):
+    """Image to image, checked against a hand-made ranking of the stored image-tower embeddings."""
+    meta = json.loads((tiny_index / "index.json").read_text())
+    data = tiny_index / meta["data"]
+    emb = np.load(data / "embeddings.npy")
+    items = json.loads((data / "items.json").read_text())
+    row = 5
+    scores = emb @ emb[row]
+    order = [i for i in np.argsort(-scores, kind="stable") if i != row][:4]
+    response = client.post("/api/similar", json={"id": items["id"][row], "k": 4})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["id"], body["path"], body["k"]) == (items["id"][row], items["path"][row], 4)
+    assert [h["id"] for h in body["results"]] == [items["id"][i] for i in order]
+    assert [h["rank"] for h in body["results"]] == [1, 2, 3, 4]
+    assert [h["score"] for h in body["results"]] == pytest.approx([float(scores[i]) for i in order], abs=1e-5)
+    assert all(h["image_url"] == f"/api/images/{h['id']}" for h in body["results"])
+    everything = client.post("/api/similar", json={"id": items["id"][row], "k": 100}).json()["results"]
+    assert len(everything) == min(100, len(tiny_searcher) - 1)  # every other image, never itself
+
+
+def test_similar_refuses_unknown_and_malformed_ids(client):
+    response = client.post("/api/similar", json={"id": "0123456789abcdef"})
+    assert response.status_code == 404 and "no image with id" in response.json()["detail"]
+    for body in ({"id": "../etc/passwd"}, {"id": "abc", "k": 0}, {"id": "abc", "extra": 1}, {}):
+        assert client.post("/api/similar", json=body).status_code == 422

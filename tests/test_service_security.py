@@ -17,6 +17,7 @@ QUERY = "a woman in a red jacket"
 LOCAL = "http://localhost"  # TestClient's default Host, testserver, is not a name the service answers for
 ROUTES = [
     ("POST", "/api/search", {"json": {"query": QUERY, "k": 3}}),
+    ("POST", "/api/similar", {"json": {"id": "{id}", "k": 3}}),
     ("GET", "/api/images/{id}", {}),
     ("GET", "/api/health", {}),
     ("GET", "/api/no-such-route", {}),
@@ -37,6 +38,13 @@ def client(tiny_searcher):
 @pytest.fixture(scope="module")
 def image_id(tiny_searcher):
     return tiny_searcher.search(QUERY, k=1)[0].id
+
+
+def with_id(kwargs: dict, image_id: str) -> dict:
+    """A route's request arguments with a JSON body's ``"{id}"`` replaced by a gallery image's id."""
+    if "json" not in kwargs:
+        return kwargs
+    return {"json": {k: image_id if v == "{id}" else v for k, v in kwargs["json"].items()}}
 
 
 def assert_clean_error(response, status: int) -> str:
@@ -75,15 +83,15 @@ def assert_security_headers(response) -> None:
 )
 @pytest.mark.parametrize("method,route,kwargs", ROUTES, ids=[r[1] for r in ROUTES])
 def test_every_api_route_needs_the_key(client, image_id, headers, method, route, kwargs):
-    response = client.request(method, route.format(id=image_id), headers=headers, **kwargs)
+    response = client.request(method, route.format(id=image_id), headers=headers, **with_id(kwargs, image_id))
     assert "API key" in assert_clean_error(response, 401)
     assert response.headers["www-authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize("headers", [AUTH, {"Authorization": f"Bearer {KEY}"}], ids=["x-api-key", "bearer"])
-@pytest.mark.parametrize("method,route,kwargs", ROUTES[:3], ids=[r[1] for r in ROUTES[:3]])
+@pytest.mark.parametrize("method,route,kwargs", ROUTES[:4], ids=[r[1] for r in ROUTES[:4]])
 def test_the_right_key_opens_every_api_route(client, image_id, headers, method, route, kwargs):
-    response = client.request(method, route.format(id=image_id), headers=headers, **kwargs)
+    response = client.request(method, route.format(id=image_id), headers=headers, **with_id(kwargs, image_id))
     assert response.status_code == 200
 
 

@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="write a PNG with N queries and their top-10 images (green: match, red: miss)",
+        help="write RUN/retrieval_<data>_<split>.png: N queries and their top-10 images (green: match, "
+        "red: miss) with scores, titled with the run, checkpoint and split; a query whose first true "
+        "match ranks lower says at which rank",
     )
     add_encoding_options(p)
     add_device_option(p)

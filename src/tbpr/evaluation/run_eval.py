@@ -76,19 +76,29 @@ def load_run(run: Path, checkpoint: str = "best", device: str | torch.device = "
 
 def ranked_examples(
     encoded: EncodedSplit, manifest: Manifest, num_queries: int, top_k: int = 10, seed: int = 0
-):
-    """Query texts, top-k gallery paths and match flags for ``num_queries`` evenly spread queries."""
+) -> dict[str, list]:
+    """``render_retrieval_figure``'s per-query lists for ``num_queries`` randomly picked queries.
+
+    Keys: ``queries`` (texts), ``ranked_paths``, ``ranked_matches`` and ``ranked_scores`` of the top
+    ``top_k`` images, and ``first_match_ranks``: the 1-based rank of each query's first true match in
+    the whole gallery (ties ranked in gallery order, as the metrics do; None without a match).
+    """
     n = len(manifest.captions)
     picks = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:num_queries].tolist()
     sim = encoded.text_feats[picks] @ encoded.image_feats.T
-    top = torch.topk(sim, k=min(top_k, sim.shape[1]), dim=1).indices
-    texts, paths, matches = [], [], []
+    order = torch.argsort(sim, dim=1, descending=True, stable=True)
+    hits = encoded.image_pids[order] == encoded.text_pids[picks].view(-1, 1)
+    out = {
+        key: [] for key in ("queries", "ranked_paths", "ranked_matches", "ranked_scores", "first_match_ranks")
+    }
     for row, q in enumerate(picks):
-        texts.append(manifest.captions[q].text)
-        idx = top[row].tolist()
-        paths.append([manifest.image_path(manifest.images[i]) for i in idx])
-        matches.append([bool(encoded.image_pids[i] == encoded.text_pids[q]) for i in idx])
-    return texts, paths, matches
+        idx = order[row, :top_k].tolist()
+        out["queries"].append(manifest.captions[q].text)
+        out["ranked_paths"].append([manifest.image_path(manifest.images[i]) for i in idx])
+        out["ranked_matches"].append(hits[row, :top_k].tolist())
+        out["ranked_scores"].append(sim[row, idx].tolist())
+        out["first_match_ranks"].append(int(hits[row].int().argmax()) + 1 if hits[row].any() else None)
+    return out
 
 
 def evaluate_run(
@@ -128,7 +138,12 @@ def evaluate_run(
         results[name] = score(encoded, per_query)
         if visualize:
             out = Path(figure_dir or ".") / f"retrieval_{name}_{split}.png"
-            render_retrieval_figure(*ranked_examples(encoded, manifest, visualize), out_path=out)
+            ckpt = run.checkpoint
+            run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+            title = f"run {run_dir} | checkpoint {ckpt.name} | {name} {split} split (green: true match)"
+            render_retrieval_figure(
+                **ranked_examples(encoded, manifest, visualize), out_path=out, title=title
+            )
             results[name]["figure"] = str(out)
             log.info("wrote %s", out)
     return results

@@ -46,6 +46,7 @@ class _Generation:
     row: dict[str, int]
     stats: list[tuple]  # each file's (size, mtime_ns, inode) when indexed; inode None in older indexes
     index: faiss.Index
+    embeddings: np.ndarray  # the image tower's embedding of each item (memory-mapped), for find similar
 
 
 def _stamp(index_dir: Path) -> tuple[int, int] | None:
@@ -83,6 +84,7 @@ class Searcher:
             try:
                 items = json.loads((data / "items.json").read_text())
                 index = faiss.read_index(str(data / "faiss.index"))
+                embeddings = np.load(data / "embeddings.npy", mmap_mode="r")  # the image tower's, per item
             except (OSError, RuntimeError):  # faiss: RuntimeError; a newer update may have removed it
                 tries += 1
                 if tries == 3 or _stamp(self.index_dir) == stamp:
@@ -92,7 +94,9 @@ class Searcher:
             ids = items["id"]
             row = {image_id: i for i, image_id in enumerate(ids)}
             stats = list(zip(items["size"], items["mtime_ns"], items.get("ino") or [None] * len(ids)))
-            return _Generation(stamp, meta, loaded, loaded.tokenizer(), ids, items["path"], row, stats, index)
+            return _Generation(
+                stamp, meta, loaded, loaded.tokenizer(), ids, items["path"], row, stats, index, embeddings
+            )
 
     def refresh(self) -> bool:
         """Load the generation ``tbpr index update`` wrote since the last check; True if it did.
@@ -143,12 +147,35 @@ class Searcher:
         if not query or not query.strip():
             raise ConfigError("the query is empty: describe the person to search for")
         gen = self._gen
-        scores, rows = search_one_thread(gen.index, self._encode(gen, query), min(k, len(gen.ids)))
+        return self._ranked(gen, self._encode(gen, query), k)
+
+    def similar(self, image_id: str, k: int = 10) -> list[SearchResult]:
+        """The ``k`` gallery images most similar to gallery image ``image_id`` (itself left out).
+
+        Image to image: the query is the image's own embedding from the image tower, stored in the
+        index. KeyError if the index has no such id.
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive integer (got {k!r})")
+        gen = self._gen
+        query = np.asarray(gen.embeddings[gen.row[image_id]], dtype=np.float32)[None]
+        hits = self._ranked(gen, query, k + 1)
+        others = [h for h in hits if h.id != image_id][:k]
+        return [SearchResult(rank, h.id, h.score, h.path) for rank, h in enumerate(others, start=1)]
+
+    @staticmethod
+    def _ranked(gen: _Generation, query: np.ndarray, k: int) -> list[SearchResult]:
+        scores, rows = search_one_thread(gen.index, query, min(k, len(gen.ids)))
         return [
             SearchResult(rank, gen.ids[row], float(score), gen.paths[row])
             for rank, (score, row) in enumerate(zip(scores[0], rows[0]), start=1)
             if row >= 0
         ]
+
+    def image_path(self, image_id: str) -> str:
+        """A gallery image's path relative to the indexed folder; KeyError if the index has no such id."""
+        gen = self._gen
+        return gen.paths[gen.row[image_id]]
 
     def image_file(self, image_id: str) -> Path:
         """The absolute path of a gallery image; KeyError if the index has no such id."""

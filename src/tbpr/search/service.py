@@ -1,12 +1,13 @@
 """The HTTP search service: a FastAPI app over a loaded ``Searcher`` and the air-gapped web page.
 
-Routes: ``POST /api/search``, ``GET /api/images/{id}``, ``GET /api/health``, the page at ``/`` (files
-in ``static/``) and the OpenAPI schema at ``/openapi.json`` (``/docs`` renders it). Security layers, as
-pure ASGI middleware so they act before any parsing: security headers on every response, a ``Host`` check
-(400 unless the name is one the server was started for: DNS rebinding cannot reach it), the API key on
-every ``/api/`` route (constant-time comparison), a request-body size limit (413), and a catch-all that
-logs the traceback and answers ``500 {"detail": "internal error"}``. Errors are ``{"detail": str}``.
-No response is a redirect built from the request's ``Host`` (trailing-slash redirects are off).
+Routes: ``POST /api/search``, ``POST /api/similar`` (image to image), ``GET /api/images/{id}``,
+``GET /api/health``, the page at ``/`` (files in ``static/``) and the OpenAPI schema at
+``/openapi.json`` (``/docs`` renders it). Security layers, as pure ASGI middleware so they act before
+any parsing: security headers on every response, a ``Host`` check (400 unless the name is one the server
+was started for: DNS rebinding cannot reach it), the API key on every ``/api/`` route (constant-time
+comparison), a request-body size limit (413), and a catch-all that logs the traceback and answers
+``500 {"detail": "internal error"}``. Errors are ``{"detail": str}``. No response is a redirect built
+from the request's ``Host`` (trailing-slash redirects are off).
 
 No ``from __future__ import annotations`` here: FastAPI must resolve the request model defined inside
 ``create_app`` from the endpoint's annotations.
@@ -83,6 +84,14 @@ class SearchResponse(BaseModel):
     results: list[SearchHit] = Field(description="best first; at most k (fewer if the gallery is smaller)")
 
 
+class SimilarResponse(BaseModel):
+    id: str = Field(description="the gallery image searched with")
+    path: str = Field(description="its path relative to the gallery folder (display only)")
+    k: int
+    took_ms: float = Field(description="server-side search time in milliseconds (with any queueing)")
+    results: list[SearchHit] = Field(description="best first, the image itself left out; at most k")
+
+
 class HealthResponse(BaseModel):
     status: str = Field(description='"ok" once the model and index are loaded')
     gallery_size: int = Field(description="number of images in the index")
@@ -106,8 +115,17 @@ def create_app(
     Every API request first lets the searcher pick up a newer generation of its index (a stat when none).
     """
 
-    class SearchRequest(BaseModel):
+    class RankingRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
+        k: int = Field(10, ge=1, le=max_k, strict=True, description="number of results")
+
+        @field_validator("k", mode="before")
+        @classmethod
+        def integral_float(cls, value):
+            """JSON Schema counts 5.0 as an integer; strings and booleans stay refused."""
+            return int(value) if isinstance(value, float) and value.is_integer() else value
+
+    class SearchRequest(RankingRequest):
         query: str = Field(
             min_length=1,
             max_length=max_query_chars,
@@ -116,13 +134,11 @@ def create_app(
             description="a description of the person (must contain a non-space character)",
             examples=["a woman in a red jacket and black trousers carrying a white bag"],
         )
-        k: int = Field(10, ge=1, le=max_k, strict=True, description="number of results")
 
-        @field_validator("k", mode="before")
-        @classmethod
-        def integral_float(cls, value):
-            """JSON Schema counts 5.0 as an integer; strings and booleans stay refused."""
-            return int(value) if isinstance(value, float) and value.is_integer() else value
+    class SimilarRequest(RankingRequest):
+        id: str = Field(
+            pattern=IMAGE_ID_PATTERN, strict=True, description="a gallery image's id (from a search)"
+        )
 
     search_lock = threading.Lock()  # one query at a time: torch already uses every core for one
     app = FastAPI(
@@ -159,11 +175,32 @@ def create_app(
         except TbprError as err:  # e.g. a query of characters Python counts as blank
             raise HTTPException(422, str(err)) from None
         took_ms = 1000 * (time.perf_counter() - start)
-        results = [
-            SearchHit(rank=h.rank, id=h.id, score=h.score, image_url=f"/api/images/{h.id}", path=h.path)
-            for h in hits
-        ]
-        return SearchResponse(query=request.query, k=request.k, took_ms=took_ms, results=results)
+        return SearchResponse(query=request.query, k=request.k, took_ms=took_ms, results=search_hits(hits))
+
+    @app.post(
+        "/api/similar",
+        response_model=SimilarResponse,
+        responses={
+            **auth,
+            **invalid,
+            404: error("no image with this id in the gallery"),
+            413: error(f"the body is over {max_body_bytes} bytes"),
+        },
+    )
+    def similar(request: SimilarRequest) -> SimilarResponse:
+        """Rank the gallery against one of its images (image to image); the image itself is left out."""
+        searcher.refresh()
+        start = time.perf_counter()
+        try:
+            with search_lock:
+                hits = searcher.similar(request.id, k=request.k)
+        except KeyError:
+            raise HTTPException(404, f"no image with id {request.id!r} in the gallery") from None
+        took_ms = 1000 * (time.perf_counter() - start)
+        path = searcher.image_path(request.id)
+        return SimilarResponse(
+            id=request.id, path=path, k=request.k, took_ms=took_ms, results=search_hits(hits)
+        )
 
     @app.get(
         "/api/images/{image_id}",
@@ -225,6 +262,14 @@ def create_app(
         app.add_middleware(_AllowedHosts, hosts=allowed_hosts)
     app.add_middleware(_SecurityHeaders)
     return app
+
+
+def search_hits(hits) -> list[SearchHit]:
+    """The API's form of ``Searcher`` results: each with the URL of its image."""
+    return [
+        SearchHit(rank=h.rank, id=h.id, score=h.score, image_url=f"/api/images/{h.id}", path=h.path)
+        for h in hits
+    ]
 
 
 def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
