@@ -4,11 +4,14 @@ on fine-tuning, and a CPU smoke run."""
 import json
 import logging
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
 
+from tbpr.data.schema import ImageRecord, Manifest
 from tbpr.errors import ConfigError
 from tbpr.losses import Views, compute_losses, id_loss
 from tbpr.models import DualEncoder, ModelConfig, load_model
@@ -207,3 +210,12 @@ def test_irra_small_trains_an_epoch(tmp_path, synth_tiny):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["id_classes"] == 28  # SynthPedes tiny's training identities
     assert load_model(run / "checkpoints/best.pt").id_head.out_features == 28
+
+
+def test_the_id_loss_refuses_person_ids_that_are_not_classes():
+    images = [ImageRecord(i, f"{i}.jpg", pid, "train") for i, pid in enumerate([0, 2, 2])]
+    trainer = SimpleNamespace(train_split=Manifest("x", Path("."), images, []), cfg=load_config("irra-small"))
+    with pytest.raises(ConfigError, match=r"losses.id needs training person ids 0..1, got 0..2"):
+        engine.Trainer._id_classes(trainer)
+    images[1:] = [ImageRecord(i, f"{i}.jpg", 1, "train") for i in (1, 2)]
+    assert engine.Trainer._id_classes(trainer) == 2
