@@ -140,8 +140,8 @@ def test_per_image_sampler_draws_one_caption_per_image_per_epoch():
 @pytest.mark.slow
 @pytest.mark.parametrize("masking", ["none", "nam"])
 def test_training_uses_one_caption_per_image(captioned, tmp_path, caplog, masking):
-    """Short training runs on a from-captions set with data.sampler=per_image (plain, and with NAM, the
-    recipe this data is for): an epoch has images // batch_size steps whatever the number of captions."""
+    """Short training runs on a from-captions set with the data.sampler=per_image option (plain, and with
+    NAM): an epoch has images // batch_size steps whatever the number of captions."""
     from tbpr.train import load_config, train
 
     store, root, _ = captioned

@@ -298,7 +298,7 @@ def test_compute_losses_skips_zero_weights_and_keeps_the_graph():
 def test_registry_names():
     assert set(LOSSES) == {
         *("itc", "clip_itc", "n_itc", "sdm", "r_itc", "c_itc"),
-        *("ss_i", "ss_t", "ss_it", "mvs_i", "mvs_t", "mvs_it", "mlm"),
+        *("ss_i", "ss_t", "ss_it", "mvs_i", "mvs_t", "mvs_it", "mlm", "id"),
     }
 
 
@@ -306,7 +306,7 @@ def test_registry_names():
     ("weights", "message"),
     [
         ({}, "no loss given"),
-        ({"sdm": 1.0, "id": 1.0}, "unknown loss 'id'; known losses: c_itc, clip_itc, itc"),
+        ({"sdm": 1.0, "cmpm": 1.0}, "unknown loss 'cmpm'; known losses: c_itc, clip_itc, id, itc"),
         ({"sdm": -1.0}, "losses.sdm: weight must be a number"),
         ({"sdm": "1"}, "losses.sdm: weight must be a number"),
         ({"sdm": True}, "losses.sdm: weight must be a number"),
@@ -419,5 +419,6 @@ def test_views_drive_mvs_and_ss_losses():
 def test_required_views_and_heads():
     assert required_views({"n_itc": 1.0, "r_itc": 1.0}) == set()
     assert required_views({"n_itc": 1.0, "mvs_i": 1.0, "ss_t": 0.4}) == {"image2", "text2"}
+    assert required_views({"sdm": 1.0, "id": 1.0, "mlm": 1.0}) == {"id", "mlm"}
     assert required_ss_heads({"ss_it": 1.0}) == ["image", "text"]
     assert required_ss_heads({"ss_i": 1.0, "mvs_t": 1.0}) == ["image"]

@@ -35,6 +35,7 @@ def test_mllm4text_recipes_load():
     assert big.data.batch_size == 512 and big.optim.epochs == 30
     # the public code trains on every caption every epoch, one NAM row per caption (not one per image)
     assert big.data.sampler == "random"
+    assert (big.optim.name, big.optim.eps, big.optim.bias_lr_factor) == ("adam", 1e-3, 2.0)  # IRRA's solver
     for cfg in (big, small):
         assert cfg.losses == {"sdm": 1.0}
         assert cfg.data.hflip and cfg.data.augment.ops == ["pad_crop", "irra_erasing"]  # the paper's Sec. 4.2

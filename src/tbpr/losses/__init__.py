@@ -11,6 +11,7 @@ from tbpr.losses.contrastive import (
     soft_cross_entropy,
     soft_label_targets,
 )
+from tbpr.losses.identity import id_loss
 from tbpr.losses.logit_scale import LogitScale
 from tbpr.losses.mlm import masked_token_loss
 from tbpr.losses.registry import (
@@ -35,6 +36,7 @@ __all__ = [
     "cosine_logits",
     "identity_mask",
     "identity_targets",
+    "id_loss",
     "itc_loss",
     "kl_to_targets",
     "masked_token_loss",

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from tbpr.errors import ConfigError
 from tbpr.losses.contrastive import c_itc_loss, itc_loss, r_itc_loss, sdm_loss, simclr_loss
+from tbpr.losses.identity import id_loss
 from tbpr.losses.mlm import masked_token_loss
 
 
@@ -36,7 +37,8 @@ class Views:
     ``image2``/``text2`` are a second augmented view; ``ss`` maps a view name ('image', 'image2',
     'text', 'text2') to its SimCLR projection. ``soft_label`` is the alpha in force at this step.
     ``mlm_logits`` [n, vocab] and ``mlm_labels`` [n] at the n masked positions of this process's captions
-    feed the MLM loss.
+    feed the MLM loss. ``id_logits`` ('image', 'text': [B, classes]) and ``id_labels`` [B] are the ID
+    classifier's outputs and the training-identity classes of this process's samples (the ID loss).
     """
 
     image: Tensor
@@ -49,6 +51,8 @@ class Views:
     soft_label: float = 0.0
     mlm_logits: Tensor | None = None
     mlm_labels: Tensor | None = None
+    id_logits: dict[str, Tensor] = field(default_factory=dict)
+    id_labels: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,11 @@ LOSSES: dict[str, LossSpec] = {
         ("mlm",),
         description="IRRA's cross-modal masked language modelling (needs masking.mode em or nam)",
     ),
+    "id": LossSpec(
+        lambda v, p: id_loss(v.id_logits["image"], v.id_logits["text"], v.id_labels),
+        ("id",),
+        description="IRRA's ID loss: a classifier over the training identities on both towers' features",
+    ),
 }
 
 
@@ -129,7 +138,7 @@ def check_loss_weights(weights: Mapping[str, object]) -> dict[str, float]:
 
 
 def required_views(weights: Mapping[str, object]) -> set[str]:
-    """The extra views ('image2', 'text2', 'mlm') the configured losses read."""
+    """The extra views ('image2', 'text2', 'mlm', 'id') the configured losses read."""
     return {view for name in check_loss_weights(weights) for view in LOSSES[name].extra_views}
 
 

@@ -44,7 +44,9 @@ class ModelConfig:
     ``tuning`` is "full", "coop" (only context vectors initialized from ``coop_init`` learn) or
     "clip-adapter" (only a residual image-feature adapter, ``adapter_alpha``/``adapter_reduction``, learns);
     ``ss_heads`` lists the towers ("image", "text") that get a SimCLR projection head;
-    ``mlm_head`` adds IRRA's cross-modal MLM head with ``mlm_depth`` blocks (set when losses include mlm).
+    ``mlm_head`` adds IRRA's cross-modal MLM head with ``mlm_depth`` blocks (set when losses include mlm);
+    ``id_classes`` > 0 adds IRRA's ID classifier over that many training identities (set by training when
+    losses include id).
     """
 
     arch: str = "ViT-B-16"
@@ -65,6 +67,7 @@ class ModelConfig:
     ss_heads: list[str] = field(default_factory=list)
     mlm_head: bool = False
     mlm_depth: int = 4
+    id_classes: int = 0
 
 
 def available_architectures() -> list[str]:
@@ -139,6 +142,7 @@ class DualEncoder(nn.Module):
         )
         self.ss_heads = build_ss_heads(config.ss_heads, self._embed_dim() if config.ss_heads else 0)
         self.mlm_head = self._build_mlm_head(config) if config.mlm_head else None
+        self.id_head = self._build_id_head(config.id_classes) if config.id_classes else None
         self._freeze(config, frozen_blocks)
 
     def _embed_dim(self) -> int:
@@ -196,6 +200,15 @@ class DualEncoder(nn.Module):
         return CrossModalMLMHead(
             self._embed_dim(), self.clip.token_embedding.num_embeddings, config.mlm_depth
         )
+
+    def _build_id_head(self, classes: int) -> nn.Linear:
+        """IRRA's ID classifier: Linear(embed dim, classes), weights N(0, 0.001^2), biases 0."""
+        if classes < 0:
+            raise ConfigError(f"model.id_classes={classes}: expected a number of identities >= 0")
+        head = nn.Linear(self._embed_dim(), classes)
+        nn.init.normal_(head.weight, std=0.001)
+        nn.init.zeros_(head.bias)
+        return head
 
     def _build_prompt(self, config: ModelConfig) -> PromptContext:
         tokens = Tokenizer(config.context_length)(config.coop_init)[0]
@@ -268,6 +281,12 @@ class DualEncoder(nn.Module):
             raise ConfigError("no MLM head: set model.mlm_head (or add the mlm loss)")
         text, image = self.project_text_tokens(text_tokens), self.project_image_tokens(image_tokens)
         return self.mlm_head(text, image, positions)
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        """ID logits [B, id_classes] of (unnormalized) image or text features, as IRRA's classifier."""
+        if self.id_head is None:
+            raise ConfigError("no ID classifier: set model.id_classes (or add the id loss)")
+        return self.id_head(feats.to(self.id_head.weight.dtype))
 
     @property
     def image_blocks(self) -> nn.ModuleList:

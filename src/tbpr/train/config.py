@@ -19,6 +19,7 @@ from tbpr.train.masking import MaskingConfig
 
 log = logging.getLogger(__name__)
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
+OPTIMIZERS = ("adamw", "adam")
 
 
 @dataclass
@@ -52,7 +53,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup then cosine decay, stepped every optimizer step."""
+    """AdamW (or Adam) with linear warmup then cosine decay, stepped every optimizer step."""
 
     lr: float = 1e-5
     min_lr: float = 0.0
@@ -66,6 +67,13 @@ class OptimConfig:
     accum_steps: int = 1
     amp: bool = True  # autocast on CUDA only
     mlm_lr_factor: float = 1.0  # learning-rate multiplier of the MLM head (IRRA: 5)
+    id_lr_factor: float = 1.0  # learning-rate multiplier of the ID classifier (IRRA: 5)
+    bias_lr_factor: float = 1.0  # learning-rate multiplier of the encoders' biases (IRRA: 2)
+    name: str = "adamw"  # 'adamw' (decoupled weight decay) or 'adam' (L2 in the gradient, as IRRA)
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name={self.name!r}: choose one of {list(OPTIMIZERS)}")
 
     def __post_init__(self) -> None:
         at_least("optim", 1, epochs=self.epochs, accum_steps=self.accum_steps)
@@ -140,6 +148,10 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> T
         if cfg.masking.mode == "none":
             raise ConfigError("losses.mlm predicts masked tokens: set masking.mode to em or nam")
         cfg.model.mlm_head = True
+    if cfg.masking.scope == "mlm" and "mlm" not in views:
+        raise ConfigError(
+            "masking.scope=mlm masks captions only for the MLM loss: add losses.mlm or use scope all"
+        )
     if cfg.masking.mode == "nam" and cfg.data.text_augment.ops:
         raise ConfigError(
             "masking.mode=nam keeps per-token probabilities by token position, which data.text_augment.ops "

@@ -182,6 +182,8 @@ class Trainer:
             )
         self.total_steps = self.steps_per_epoch * cfg.optim.epochs
 
+        if "id" in views:  # IRRA's classifier: one class per training identity (saved in config.yaml)
+            cfg.model.id_classes = self._id_classes()
         self.model = DualEncoder(cfg.model).to(self.device)
         masking = cfg.masking
         self.masker = None
@@ -191,7 +193,7 @@ class Trainer:
         layers = nam_layers(self.model, masking.layer) if masking.mode == "nam" else None
         self.mlm = "mlm" in views
         self.forward = MultiViewForward(
-            self.model, required_ss_heads(cfg.losses), nam_layers=layers, mlm=self.mlm
+            self.model, required_ss_heads(cfg.losses), nam_layers=layers, mlm=self.mlm, id_head="id" in views
         )
         self.ddp = None
         if self.dist.world_size > 1:
@@ -250,6 +252,16 @@ class Trainer:
             log.warning(
                 "early_stop_patience is set, but there is no validation to stop on: training all epochs"
             )
+
+    def _id_classes(self) -> int:
+        """The number of training identities; their person ids must be 0..N-1 (the classifier's classes)."""
+        pids = {rec.pid for rec in self.train_split.images}
+        if pids != set(range(len(pids))):
+            raise ConfigError(
+                f"{self.cfg.data.path}: losses.id needs training person ids 0..{len(pids) - 1}, got "
+                f"{min(pids)}..{max(pids)}; read the data with a tbpr reader, which renumbers them"
+            )
+        return len(pids)
 
     def _batch_sampler(self):
         d = self.cfg.data
@@ -314,18 +326,17 @@ class Trainer:
         return params.soft_label * min(1.0, self.global_step / self.steps_per_epoch)
 
     def _forward_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        if self.masker:  # the masked captions give the loss; NAM also encodes the full ones (to layer l)
+        if self.masker:  # masked captions feed every loss, or (scope mlm) the MLM loss only; NAM also
+            # encodes the full ones (to layer l)
             if self.masker.nam:
                 batch["tokens_full"] = batch["tokens"]
             masked, chosen = self.masker.mask(batch["tokens"], batch["caption_index"], self.epoch)
             if self.mlm:  # the MLM loss predicts the original ids of the chosen positions
                 batch["mlm_labels"] = torch.where(chosen, batch["tokens"], IGNORE)
-            batch["tokens"] = masked
-        inputs = {
-            key: batch[key].to(self.device, non_blocking=True)
-            for key in ("image", "image2", "tokens", "tokens2", "tokens_full", "mlm_labels")
-            if key in batch
-        }
+            # scope mlm (IRRA): the other losses keep the unmasked captions (a new tensor, no aliasing)
+            batch["tokens_mlm" if self.cfg.masking.scope == "mlm" else "tokens"] = masked
+        keys = ("image", "image2", "tokens", "tokens2", "tokens_full", "tokens_mlm", "mlm_labels", "pid")
+        inputs = {key: batch[key].to(self.device, non_blocking=True) for key in keys if key in batch}
         net = self.ddp or self.forward
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
             out = net(inputs)
@@ -340,7 +351,7 @@ class Trainer:
         views = Views(
             image=gather(out["image"]),
             text=gather(out["text"]),
-            pids=dist.all_gather_no_grad(torch.as_tensor(batch["pid"], device=self.device)),
+            pids=dist.all_gather_no_grad(inputs["pid"]),
             logit_scale=out["logit_scale"].float(),
             image2=gather(out.get("image2")),
             text2=gather(out.get("text2")),
@@ -348,6 +359,8 @@ class Trainer:
             soft_label=self.soft_label_alpha(),
             mlm_logits=out.get("mlm_logits"),
             mlm_labels=masked_labels(inputs["mlm_labels"]) if self.mlm else None,
+            id_logits=out.get("id_logits", {}),
+            id_labels=inputs["pid"],
         )
         return compute_losses(self.cfg.losses, views, self.cfg.loss_params)
 

@@ -12,9 +12,11 @@ from tbpr.models.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
-# SimCLR and MLM heads belong to a recipe's losses, not to the encoders: a fine-tuning recipe may add
-# or drop them, so they may be absent on either side (new heads keep their fresh initialization).
-_OPTIONAL_PREFIXES = ("ss_heads.", "mlm_head.")
+# SimCLR, MLM and ID heads belong to a recipe's losses, not to the encoders: a fine-tuning recipe may add
+# or drop them, so they may be absent on either side (new heads keep their fresh initialization). The ID
+# classifier has one class per training identity: on data with another identity count it starts fresh.
+_OPTIONAL_PREFIXES = ("ss_heads.", "mlm_head.", "id_head.")
+_PER_DATASET_PREFIXES = ("id_head.",)
 _SHOWN = 5
 
 
@@ -40,6 +42,11 @@ def load_init_weights(model: torch.nn.Module, source: str | Path) -> Path:
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise ConfigError(f"init_from={source}: {path} is not a tbpr checkpoint (no 'model' weights)")
     weights, own = payload["model"], model.state_dict()
+    weights = {  # the source's classifier over other identities does not carry over
+        k: v
+        for k, v in weights.items()
+        if not (k.startswith(_PER_DATASET_PREFIXES) and k in own and v.shape != own[k].shape)
+    }
     missing = [k for k in own if k not in weights and not k.startswith(_OPTIONAL_PREFIXES)]
     unexpected = [k for k in weights if k not in own and not k.startswith(_OPTIONAL_PREFIXES)]
     shapes = [

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 IRRA_MASK_ID = 49405
 MODES = ("none", "em", "nam")
 REPLACE = ("mask", "bert")
+SCOPES = ("all", "mlm")
 _SEED_TAG = 0x6D61736B  # separates masking seeds from the augmentation seeds of the same sample
 
 
@@ -42,7 +43,9 @@ class MaskingConfig:
     ``layer``: the (0-based, negatives from the end) block of both towers whose token features NAM
     compares; None scales the 10th of 12 blocks to each tower's depth: round(10 * depth / 12) - 1.
     ``replace``: "mask" or "bert" (80/10/10). ``dump``: write run_dir/nam/epoch_XXX.pt after each epoch
-    (the NAM probabilities for the next epoch, one float16 row per caption).
+    (the NAM probabilities for the next epoch, one float16 row per caption). ``scope``: "all", the masked
+    captions replace the captions in every loss (MLLM4Text-ReID), or "mlm", only the MLM loss reads them
+    and the other losses read the unmasked captions (IRRA).
     """
 
     mode: str = "none"
@@ -50,12 +53,15 @@ class MaskingConfig:
     layer: int | None = None
     replace: str = "mask"
     dump: bool = True
+    scope: str = "all"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"masking.mode={self.mode!r}: choose one of {list(MODES)}")
         if self.replace not in REPLACE:
             raise ConfigError(f"masking.replace={self.replace!r}: choose one of {list(REPLACE)}")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"masking.scope={self.scope!r}: choose one of {list(SCOPES)}")
         if not 0 <= self.p <= 1:
             raise ConfigError(f"masking.p={self.p}: expected a probability in [0, 1]")
 

@@ -1,7 +1,8 @@
-"""The optimizer: AdamW without weight decay on biases, norms, embeddings and the temperature.
+"""The optimizer: AdamW (or IRRA's Adam) without weight decay on biases, norms, embeddings and the temperature.
 
-The MLM head (``mlm_head.*``, trained from scratch on top of the encoders) may learn at
-``lr * mlm_lr_factor``, as IRRA's cross-modal modules do.
+The heads trained from scratch on top of the encoders, the MLM head (``mlm_head.*``) and the ID
+classifier (``id_head.*``), may learn at ``lr * mlm_lr_factor`` / ``lr * id_lr_factor``, as IRRA's
+randomly initialized modules do; the encoders' biases at ``lr * bias_lr_factor`` (IRRA: 2).
 """
 
 from __future__ import annotations
@@ -20,26 +21,29 @@ _NO_DECAY_KEYWORDS = (
 )
 
 
-def parameter_groups(
-    model: nn.Module, weight_decay: float, lr: float, mlm_lr_factor: float = 1.0
-) -> list[dict]:
-    """(decay, no decay) x (encoders, MLM head) groups; empty groups are left out."""
-    groups: dict[tuple[bool, bool], list] = {}
+def _lr_factor(name: str, cfg: OptimConfig) -> float:
+    """A head's factor; else the bias factor for biases (``bias``, ``in_proj_bias``); else 1."""
+    for prefix, factor in (("mlm_head.", cfg.mlm_lr_factor), ("id_head.", cfg.id_lr_factor)):
+        if name.startswith(prefix):
+            return factor
+    return cfg.bias_lr_factor if "bias" in name.rsplit(".", 1)[-1] else 1.0
+
+
+def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """One group per (weight decay or not, learning-rate factor); decayed groups first."""
+    groups: dict[tuple[bool, float], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decay = not (param.ndim < 2 or any(k in name for k in _NO_DECAY_KEYWORDS))
-        groups.setdefault((decay, name.startswith("mlm_head.")), []).append(param)
+        groups.setdefault((decay, _lr_factor(name, cfg)), []).append(param)
     return [
-        {
-            "params": params,
-            "weight_decay": weight_decay if decay else 0.0,
-            "lr": lr * (mlm_lr_factor if head else 1.0),
-        }
-        for (decay, head), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))
+        {"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": cfg.lr * factor}
+        for (decay, factor), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    groups = parameter_groups(model, cfg.weight_decay, cfg.lr, cfg.mlm_lr_factor)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """``optim.name``: 'adamw' (decoupled weight decay) or 'adam' (weight decay added to the gradient)."""
+    cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+    return cls(parameter_groups(model, cfg), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)

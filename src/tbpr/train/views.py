@@ -5,7 +5,10 @@ no re-encoding. Features are returned unnormalized (every loss normalizes inside
 when the losses need them, project the tower's features of both views. With ``nam_layers`` and a
 "tokens_full" batch entry (the unmasked captions), it also returns "nam_max_sim" (``tbpr.train.nam``);
 with ``mlm`` and "mlm_labels" (``tbpr.losses.mlm``), "mlm_logits" [masked tokens, vocab] at the
-labelled positions, from the last blocks' token outputs of the same forward (the MLM head).
+labelled positions, from the last blocks' token outputs (the MLM head): of the same forward, or, when
+the batch has "tokens_mlm" (``masking.scope: mlm``, IRRA), of a separate text forward of those masked
+captions, while "text" stays the features of the unmasked "tokens". With ``id_head``, "id_logits"
+{'image', 'text'}: the ID classifier on both towers' features.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from tbpr.train.nam import max_patch_similarity
 
 class MultiViewForward(nn.Module):
     """``forward(batch)`` -> {'image', 'text', ['image2'], ['text2'], 'ss', 'logit_scale', ['nam_max_sim'],
-    ['mlm_logits']}."""
+    ['mlm_logits'], ['id_logits']}."""
 
     def __init__(
         self,
@@ -28,12 +31,14 @@ class MultiViewForward(nn.Module):
         ss_towers: list[str],
         nam_layers: tuple[int, int] | None = None,
         mlm: bool = False,
+        id_head: bool = False,
     ):
         super().__init__()
         self.model = model
         self.ss_towers = list(ss_towers)
         self.nam_layers = nam_layers
         self.mlm = mlm
+        self.id_head = id_head
 
     def _encode(self, encode, first: Tensor, second: Tensor | None) -> tuple[Tensor, Tensor | None]:
         if second is None:
@@ -49,6 +54,8 @@ class MultiViewForward(nn.Module):
         image_layers += [last_image] if self.mlm else []
         with self.model.capture_tokens(image_layers, [last_text] if self.mlm else []) as captured:
             self._towers(batch, out)
+            if self.mlm and "tokens_mlm" in batch:  # the last call: the text hook keeps its tokens
+                self.model.encode_text(batch["tokens_mlm"])
         # the hooks kept each tower's first view (a second view runs in the same call, after it)
         images, captions = len(batch["image"]), len(batch["tokens"])
         if nam:
@@ -62,6 +69,8 @@ class MultiViewForward(nn.Module):
             out["mlm_logits"] = self.model.predict_masked(
                 text_tokens, captured["image"][last_image][:images], positions
             )
+        if self.id_head:
+            out["id_logits"] = {tower: self.model.classify(out[tower]) for tower in ("image", "text")}
         return out
 
     def _towers(self, batch: dict[str, Tensor], out: dict) -> None:
