@@ -10,6 +10,8 @@ from tbpr.losses.contrastive import (
     simclr_loss,
     soft_cross_entropy,
     soft_label_targets,
+    tal_loss,
+    tal_per_sample,
 )
 from tbpr.losses.logit_scale import LogitScale
 from tbpr.losses.mlm import masked_token_loss
@@ -18,6 +20,7 @@ from tbpr.losses.registry import (
     LossParams,
     Views,
     check_loss_weights,
+    check_per_sample,
     compute_losses,
     required_ss_heads,
     required_views,
@@ -31,6 +34,7 @@ __all__ = [
     "Views",
     "c_itc_loss",
     "check_loss_weights",
+    "check_per_sample",
     "compute_losses",
     "cosine_logits",
     "identity_mask",
@@ -45,4 +49,6 @@ __all__ = [
     "simclr_loss",
     "soft_cross_entropy",
     "soft_label_targets",
+    "tal_loss",
+    "tal_per_sample",
 ]
