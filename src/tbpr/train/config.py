@@ -12,10 +12,11 @@ from tbpr.data.fewshot import check_fraction
 from tbpr.data.holdout import ValSplitConfig
 from tbpr.data.image_augment import ImageAugConfig
 from tbpr.errors import ConfigError
-from tbpr.losses import LossParams, check_loss_weights, required_ss_heads, required_views
+from tbpr.losses import LOSSES, LossParams, check_loss_weights, required_ss_heads, required_views
 from tbpr.models import ModelConfig
 from tbpr.text.augment import TextAugConfig
 from tbpr.train.masking import MaskingConfig
+from tbpr.train.noise import NoiseConfig
 
 log = logging.getLogger(__name__)
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -73,6 +74,7 @@ class TrainConfig:
     losses: dict[str, float] = field(default_factory=lambda: {"sdm": 1.0})
     loss_params: LossParams = field(default_factory=LossParams)
     masking: MaskingConfig = field(default_factory=MaskingConfig)  # caption token masking (EM / NAM)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # clean-sample division (tbpr.train.noise)
     output_dir: str = "runs/default"
     seed: int = 0
     eval_every: int = 1  # epochs between validation runs (0: never, best = last)
@@ -115,6 +117,14 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> T
     data = load_yaml(recipe_path(name_or_path)) if name_or_path else {}
     cfg = from_dict(TrainConfig, apply_overrides(data, list(overrides)))
     cfg.losses = check_loss_weights(cfg.losses)
+    cfg.noise.check(cfg.losses)
+    if cfg.loss_params.soft_label and not any(LOSSES[name].soft_targets for name in cfg.losses):
+        log.warning(
+            "loss_params.soft_label=%g: none of losses %s has soft targets (those that do: %s)",
+            cfg.loss_params.soft_label,
+            sorted(cfg.losses),
+            ", ".join(sorted(name for name, spec in LOSSES.items() if spec.soft_targets)),
+        )
     check_fraction(cfg.data.train_fraction)  # at load time, before any data is read
     # SimCLR heads follow from the losses (saved in config.yaml, so checkpoints rebuild them)
     cfg.model.ss_heads = [
