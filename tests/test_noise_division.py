@@ -94,3 +94,17 @@ def test_division_refuses_a_recipe_loss_without_per_sample_form():
     with pytest.raises(ConfigError, match="no per-sample form"):
         NoiseConfig(division="gmm").check({"n_itc": 1.0, "ss_i": 0.4})
     NoiseConfig(division="none").check({"n_itc": 1.0, "ss_i": 0.4})  # off: any loss
+
+
+def test_recipes_check_the_noise_block_and_soft_labels_at_load(caplog):
+    from tbpr.train import load_config
+
+    cfg = load_config("cpu-small", ["noise.division=gmm", "noise.losses=[sdm, tal]"])
+    assert (cfg.noise.division, cfg.noise.losses, cfg.noise.warmup_epochs) == ("gmm", ["sdm", "tal"], 1)
+    with pytest.raises(ConfigError, match=r"losses \['ss_i'\] have no per-sample form"):
+        load_config("cpu-small", ["noise.division=gmm", "losses={sdm: 1.0, ss_i: 0.4}"])
+    load_config("cpu-small", ["losses={tal: 1.0}", "loss_params.soft_label=0.5"])
+    assert "loss_params.soft_label=0.5: none of losses ['tal'] has soft targets" in caplog.text
+    caplog.clear()
+    load_config("cpu-small", ["loss_params.soft_label=0.5"])  # SDM smooths its targets: no warning
+    assert "soft targets" not in caplog.text
