@@ -108,3 +108,15 @@ def test_recipes_check_the_noise_block_and_soft_labels_at_load(caplog):
     caplog.clear()
     load_config("cpu-small", ["loss_params.soft_label=0.5"])  # SDM smooths its targets: no warning
     assert "soft targets" not in caplog.text
+
+
+def test_a_run_saved_before_the_noise_settings_existed_still_matches():
+    from tbpr.config import to_dict
+    from tbpr.train import load_config
+    from tbpr.train.config import config_differences
+
+    saved = to_dict(load_config("cpu-small"))
+    del saved["noise"], saved["loss_params"]["tal_tau"], saved["loss_params"]["tal_margin"]
+    assert config_differences(saved, to_dict(load_config("cpu-small"))) == {}
+    changed = config_differences(saved, to_dict(load_config("cpu-small", ["noise.division=gmm"])))
+    assert changed == {"noise.division": ("(absent)", "gmm")}

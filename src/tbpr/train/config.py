@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tbpr.config import apply_overrides, from_dict, load_yaml
+from tbpr.config import apply_overrides, from_dict, load_yaml, to_dict
 from tbpr.data.fewshot import check_fraction
 from tbpr.data.holdout import ValSplitConfig
 from tbpr.data.image_augment import ImageAugConfig
@@ -170,14 +171,23 @@ def config_differences(saved: dict, new: dict, free: frozenset[str] = frozenset(
     """``{dotted key: (saved value, new value)}`` where a saved run config and a new one differ.
 
     Keys in ``free`` are left out; both mappings are compared as JSON would give them back (tuples as
-    lists), and a value a run resolved at start (``RESOLVED_AT_START``) matches its unresolved setting.
+    lists), a value a run resolved at start (``RESOLVED_AT_START``) matches its unresolved setting, and a
+    key the saved config lacks matches the default value (a setting added to tbpr after the run was saved).
     """
     old, cur = (_flatten(json.loads(json.dumps(c))) for c in (saved, new))
     absent = "(absent)"
+    defaults = _defaults()
     return {
         key: (old.get(key, absent), cur.get(key, absent))
         for key in sorted(old.keys() | cur.keys())
         if key not in free
         and old.get(key, absent) != cur.get(key, absent)
         and cur.get(key) != RESOLVED_AT_START.get(key, absent)
+        and not (key not in old and cur.get(key) == defaults.get(key, absent))
     }
+
+
+@functools.cache
+def _defaults() -> dict:
+    """The flattened default TrainConfig, as JSON would give it back."""
+    return _flatten(json.loads(json.dumps(to_dict(TrainConfig()))))
