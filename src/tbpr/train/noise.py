@@ -14,7 +14,6 @@ recomputing it.
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from tbpr.train.reproducible import sample_seed
 
 log = logging.getLogger(__name__)
 DIVISIONS = ("none", "gmm")
-COIN_STREAM = 2**31 - 1  # the "batch" slot of sample_seed for consensus coin flips: no training batch uses it
+DIVISION_STREAM = 2**31 - 1  # seeds the division's coins and batches apart from any training batch's seeds
 RDE_GMM = {"max_iter": 10, "tol": 1e-2, "reg_covar": 5e-4}
 
 
@@ -94,7 +93,7 @@ def gmm_clean(losses: np.ndarray, seed: int, threshold: float = 0.5) -> tuple[np
 
 def consensus(a: np.ndarray, b: np.ndarray, seed: int, epoch: int, keys: np.ndarray) -> np.ndarray:
     """Clean where both masks are, noisy where neither is; a coin flip seeded by (seed, epoch, key) elsewhere."""
-    coins = np.array([sample_seed(seed, epoch, COIN_STREAM, int(k)) % 2 == 1 for k in keys], dtype=bool)
+    coins = np.array([sample_seed(seed, epoch, DIVISION_STREAM, int(k)) % 2 == 1 for k in keys], dtype=bool)
     return np.where(a == b, a, coins)
 
 
@@ -116,12 +115,8 @@ def division_path(run: Path, epoch: int) -> Path:
 
 
 def save_division(path: Path, epoch: int, caption_ids: np.ndarray, record: dict) -> Path:
-    def write(fh) -> None:
-        buffer = io.BytesIO()
-        np.savez(buffer, epoch=epoch, caption_ids=caption_ids, **record)
-        fh.write(buffer.getvalue())
-
-    return atomic_write(path, write)
+    """Write one epoch's division (``epoch``, ``caption_ids`` and the ``divide`` record) atomically."""
+    return atomic_write(path, lambda fh: np.savez(fh, epoch=epoch, caption_ids=caption_ids, **record))
 
 
 def load_division(path: Path) -> dict[str, np.ndarray]:
@@ -156,7 +151,7 @@ def per_sample_losses(
     terms = {name: {name: 1.0} for name in names} or {"recipe": weights}
     out = {name: torch.zeros(len(split.captions)) for name in terms}
     order = torch.from_numpy(
-        np.random.default_rng([seed, epoch, COIN_STREAM]).permutation(len(split.captions))
+        np.random.default_rng([seed, epoch, DIVISION_STREAM]).permutation(len(split.captions))
     )
     logit_scale = model.logit_scale.detach().float().cpu()
     for chunk in order.split(batch_size):
