@@ -15,6 +15,7 @@ recomputing it.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,6 +192,7 @@ def epoch_clean_mask(
             )
         log.info("epoch %d: clean-sample division read from %s", epoch + 1, path)
         return torch.from_numpy(record["clean"].astype(np.float32))
+    start = time.perf_counter()
     vectors = per_sample_losses(
         model,
         split,
@@ -213,10 +215,11 @@ def epoch_clean_mask(
     if main:
         save_division(path, epoch + 1, caption_ids, record)
     log.info(
-        "epoch %d: clean-sample division keeps %d of %d training pairs (%s)",
+        "epoch %d: clean-sample division keeps %d of %d training pairs (%.1f s; %s)",
         epoch + 1,
         int(clean.sum()),
         len(clean),
+        time.perf_counter() - start,
         path,
     )
     return clean
