@@ -120,3 +120,14 @@ def test_analyze_noise_scores_a_hand_made_division(tmp_path, pair_noisy):
 def test_analyze_noise_without_divisions_is_a_clear_error(tmp_path, pair_noisy, caplog):
     assert main(["analyze", "noise", str(tmp_path), "--data", str(pair_noisy)]) != 0
     assert f"{tmp_path}/noise has no epoch-NNN.npz: train with noise.division=gmm" in caplog.text
+
+
+@pytest.mark.slow
+def test_division_composes_with_noise_aware_masking(tmp_path, pair_noisy):
+    overrides = [*MICRO[:8], "masking.dump=true", "noise.division=gmm", "noise.warmup_epochs=1"]
+    cfg = load_config("mllm4text-small", [*overrides, f"data.path={pair_noisy}", f"output_dir={tmp_path}"])
+    assert cfg.masking.mode == "nam"
+    out = train(cfg)
+    assert sorted(p.name for p in (out / "nam").glob("epoch_*.pt")) == ["epoch_001.pt", "epoch_002.pt"]
+    assert division_path(out, 2).is_file()
+    assert all(np.isfinite(v) for v in train_losses(out).values())
