@@ -297,7 +297,7 @@ def test_compute_losses_skips_zero_weights_and_keeps_the_graph():
 
 def test_registry_names():
     assert set(LOSSES) == {
-        *("itc", "clip_itc", "n_itc", "sdm", "r_itc", "c_itc"),
+        *("itc", "clip_itc", "n_itc", "sdm", "r_itc", "c_itc", "tal"),
         *("ss_i", "ss_t", "ss_it", "mvs_i", "mvs_t", "mvs_it", "mlm", "id"),
     }
 

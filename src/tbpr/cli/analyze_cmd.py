@@ -1,4 +1,4 @@
-"""``tbpr analyze``: analyses of a trained run (module contributions C1/C2 for compression, NAM vs noise)."""
+"""``tbpr analyze``: analyses of a trained run (module contributions C1/C2, NAM vs caption noise, division vs pair noise)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tbpr.cli.options import add_device_option, add_encoding_options, resolve_de
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze",
-        help="analyze a trained run (module contributions, NAM vs caption noise)",
+        help="analyze a trained run (module contributions, NAM vs caption noise, clean-sample division vs pair noise)",
         description="Analyses of a trained run's model.",
     )
     kinds = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
@@ -91,6 +91,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.add_argument("run", type=Path, help="run folder written by `tbpr train` (with nam/epoch_XXX.pt)")
     n.add_argument("--data", type=Path, required=True, help="the SynthPedes folder the run trained on")
     n.set_defaults(func=run_nam)
+    z = kinds.add_parser(
+        "noise",
+        help="precision / recall / F1 of a clean-sample division's noisy pairs per epoch",
+        description="For a run trained with noise.division=gmm on SynthPedes generated with "
+        "`tbpr synth --pair-noise P`: per epoch, how well the pairs the division did not call clean match the "
+        "pairs whose caption pair noise moved (precision, recall and F1 of the noisy set, percent; markdown "
+        "table; also written to RUN/noise/scores.json).",
+    )
+    z.add_argument("run", type=Path, help="run folder written by `tbpr train` (with noise/epoch-NNN.npz)")
+    z.add_argument("--data", type=Path, required=True, help="the SynthPedes folder the run trained on")
+    z.set_defaults(func=run_noise)
 
 
 def run_modules(args: argparse.Namespace) -> int:
@@ -131,4 +142,14 @@ def run_nam(args: argparse.Namespace) -> int:
     rows = nam_noise_table(args.run, args.data)
     print(markdown_table(rows))
     print(f"wrote {write_json(args.run / 'nam' / 'noise.json', rows, indent=2)}")
+    return 0
+
+
+def run_noise(args: argparse.Namespace) -> int:
+    from tbpr.analysis.noise import markdown_table, noise_detection_table
+    from tbpr.atomic import write_json
+
+    rows = noise_detection_table(args.run, args.data)
+    print(markdown_table(rows))
+    print(f"wrote {write_json(args.run / 'noise' / 'scores.json', rows, indent=2)}")
     return 0

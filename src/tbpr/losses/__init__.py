@@ -10,6 +10,8 @@ from tbpr.losses.contrastive import (
     simclr_loss,
     soft_cross_entropy,
     soft_label_targets,
+    tal_loss,
+    tal_per_sample,
 )
 from tbpr.losses.identity import id_loss
 from tbpr.losses.logit_scale import LogitScale
@@ -19,6 +21,7 @@ from tbpr.losses.registry import (
     LossParams,
     Views,
     check_loss_weights,
+    check_per_sample,
     compute_losses,
     required_ss_heads,
     required_views,
@@ -32,6 +35,7 @@ __all__ = [
     "Views",
     "c_itc_loss",
     "check_loss_weights",
+    "check_per_sample",
     "compute_losses",
     "cosine_logits",
     "identity_mask",
@@ -47,4 +51,6 @@ __all__ = [
     "simclr_loss",
     "soft_cross_entropy",
     "soft_label_targets",
+    "tal_loss",
+    "tal_per_sample",
 ]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tbpr.losses.targets import identity_targets
+from tbpr.losses.targets import identity_mask, identity_targets
 
 
 def cosine_logits(row_feats: Tensor, col_feats: Tensor, logit_scale: Tensor | float) -> Tensor:
@@ -23,18 +23,22 @@ def cosine_logits(row_feats: Tensor, col_feats: Tensor, logit_scale: Tensor | fl
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
-def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """mean_i -sum_j t_ij log softmax(logits_i)_j: cross-entropy against a target distribution per row."""
-    return -(targets.to(logits) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+def soft_cross_entropy(logits: Tensor, targets: Tensor, per_row: bool = False) -> Tensor:
+    """mean_i -sum_j t_ij log softmax(logits_i)_j: cross-entropy against a target distribution per row
+    (``per_row``: the vector over i, not its mean)."""
+    rows = -(targets.to(logits) * F.log_softmax(logits, dim=1)).sum(dim=1)
+    return rows if per_row else rows.mean()
 
 
-def kl_to_targets(logits: Tensor, targets: Tensor, eps: float) -> Tensor:
+def kl_to_targets(logits: Tensor, targets: Tensor, eps: float, per_row: bool = False) -> Tensor:
     """mean_i KL(p_i || q_i) = mean_i sum_j p_ij (log p_ij - log(q_ij + eps)) with p = softmax(logits).
 
     ``eps`` keeps log(q) finite where q_ij = 0: such an entry costs p_ij * (log p_ij - log eps).
+    ``per_row``: the vector over i, not its mean.
     """
     log_p = F.log_softmax(logits, dim=1)
-    return (log_p.exp() * (log_p - torch.log(targets.to(logits) + eps))).sum(dim=1).mean()
+    rows = (log_p.exp() * (log_p - torch.log(targets.to(logits) + eps))).sum(dim=1)
+    return rows if per_row else rows.mean()
 
 
 def soft_label_targets(logits: Tensor, targets: Tensor, alpha: float) -> Tensor:
@@ -57,6 +61,7 @@ def itc_loss(
     logit_scale: Tensor | float,
     soft_label: float = 0.0,
     identity_aware: bool = True,
+    per_sample: bool = False,
 ) -> Tensor:
     """Symmetric InfoNCE, the MEAN of image->text and text->image: TBPS-CLIP's N-ITC (eq. 1).
 
@@ -64,6 +69,8 @@ def itc_loss(
     with unique ids this is exactly CLIP's (and IRRA's compute_itc) arange cross-entropy, which
     ``identity_aware=False`` gives whatever the ids. ``soft_label`` = alpha mixes in the model's own
     detached similarity distribution (TBPS-CLIP's soft-label trick, see ``soft_label_targets``).
+    ``per_sample`` (square batches, image i paired with text i): sample i's (i2t_i + t2i_i) / 2, whose mean
+    is the loss.
     """
     logits = cosine_logits(image_feats, text_feats, logit_scale)
     if identity_aware:
@@ -72,8 +79,8 @@ def itc_loss(
     else:
         i2t_targets = instance_targets(*logits.shape, device=logits.device)
         t2i_targets = i2t_targets.t()
-    i2t = soft_cross_entropy(logits, soft_label_targets(logits, i2t_targets, soft_label))
-    t2i = soft_cross_entropy(logits.t(), soft_label_targets(logits.t(), t2i_targets, soft_label))
+    i2t = soft_cross_entropy(logits, soft_label_targets(logits, i2t_targets, soft_label), per_sample)
+    t2i = soft_cross_entropy(logits.t(), soft_label_targets(logits.t(), t2i_targets, soft_label), per_sample)
     return (i2t + t2i) / 2
 
 
@@ -84,16 +91,22 @@ def sdm_loss(
     text_pids: Tensor,
     logit_scale: Tensor | float,
     eps: float = 1e-8,
+    soft_label: float = 0.0,
+    per_sample: bool = False,
 ) -> Tensor:
     """Similarity distribution matching (IRRA; MLLM4Text eqs. 5-7): the SUM L_i2t + L_t2i.
 
     L_i2t = mean_i KL(p_i || q_i) with p_i = softmax(logit_scale * cos(image_i, texts)) and q_i the
-    identity targets of image i; L_t2i swaps the roles of images and texts.
+    identity targets of image i; L_t2i swaps the roles of images and texts. ``soft_label`` = alpha
+    smooths q_i as N-ITC's soft labels do (``soft_label_targets``). ``per_sample`` (square batches, image
+    i paired with text i): sample i's KL_i2t_i + KL_t2i_i, whose mean is the loss.
     """
     logits = cosine_logits(image_feats, text_feats, logit_scale)
-    i2t = kl_to_targets(logits, identity_targets(image_pids, text_pids), eps)
-    t2i = kl_to_targets(logits.t(), identity_targets(text_pids, image_pids), eps)
-    return i2t + t2i
+    i2t_targets = soft_label_targets(logits, identity_targets(image_pids, text_pids), soft_label)
+    t2i_targets = soft_label_targets(logits.t(), identity_targets(text_pids, image_pids), soft_label)
+    return kl_to_targets(logits, i2t_targets, eps, per_sample) + kl_to_targets(
+        logits.t(), t2i_targets, eps, per_sample
+    )
 
 
 def r_itc_loss(
@@ -103,12 +116,15 @@ def r_itc_loss(
     text_pids: Tensor,
     logit_scale: Tensor | float,
     eps: float = 1e-2,
+    per_sample: bool = False,
 ) -> Tensor:
     """TBPS-CLIP's reversed ITC (eq. 4): (KL(p_i2t || q + eps) + KL(p_t2i || q + eps)) / 2.
 
     The same divergences as SDM, averaged instead of summed, with the public code's eps = 1e-2.
     """
-    return sdm_loss(image_feats, text_feats, image_pids, text_pids, logit_scale, eps) / 2
+    return (
+        sdm_loss(image_feats, text_feats, image_pids, text_pids, logit_scale, eps, per_sample=per_sample) / 2
+    )
 
 
 def c_itc_loss(
@@ -142,3 +158,45 @@ def simclr_loss(view_a: Tensor, view_b: Tensor, tau: float = 0.1) -> Tensor:
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
     return F.cross_entropy(logits, positives)
+
+
+def tal_per_sample(
+    scores: Tensor, text_pids: Tensor, image_pids: Tensor, tau: float = 0.015, margin: float = 0.1
+) -> Tensor:
+    """RDE's Triplet Alignment Loss of each pair i over a cosine matrix ``scores`` [texts x images], i paired with i.
+
+    For a query row r of S (texts) or of S^T (images): [m - sum_{j in pos} a_rj S_rj + tau log sum_{k in neg}
+    exp(S_rk / tau)]_+, positives and negatives by person id, a_r = softmax over the positives of S_r / tau,
+    detached (RDE's compute_TAL_per). Sample i's loss is its text row plus its image row; a row without
+    negatives costs 0.
+    """
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    return _tal_rows(scores, text_pids, image_pids, tau, margin) + _tal_rows(
+        scores.t(), image_pids, text_pids, tau, margin
+    )
+
+
+def _tal_rows(scores: Tensor, row_pids: Tensor, col_pids: Tensor, tau: float, margin: float) -> Tensor:
+    positive = identity_mask(row_pids, col_pids).bool()
+    scaled = scores / tau
+    alpha = F.softmax(scaled.masked_fill(~positive, float("-inf")), dim=1).detach()
+    pulled = (alpha * scores).sum(dim=1)
+    negatives = (~positive).any(dim=1)
+    pushed = tau * torch.logsumexp(scaled.masked_fill(positive, float("-inf")), dim=1)
+    pushed = torch.where(negatives, pushed, torch.zeros_like(pushed))  # no -inf (nor NaN gradient)
+    return torch.where(negatives, (margin - pulled + pushed).clamp(min=0), torch.zeros_like(pulled))
+
+
+def tal_loss(
+    image_feats: Tensor,
+    text_feats: Tensor,
+    pids: Tensor,
+    tau: float = 0.015,
+    margin: float = 0.1,
+    per_sample: bool = False,
+) -> Tensor:
+    """RDE's TAL over paired rows (image i with text i): the SUM over samples of ``tal_per_sample``, as RDE
+    sums it (not a mean: its scale grows with the batch)."""
+    scores = F.normalize(text_feats, dim=-1) @ F.normalize(image_feats, dim=-1).t()
+    losses = tal_per_sample(scores, pids, pids, tau, margin)
+    return losses if per_sample else losses.sum()

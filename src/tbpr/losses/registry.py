@@ -2,7 +2,9 @@
 
 A training step hands every loss the same ``Views``: the (all-gathered) features of each view it
 encoded once. Each registered ``LossSpec`` names the views it reads, so the trainer encodes a second
-image or text view, or runs the SimCLR heads, only when a configured loss needs them.
+image or text view, or runs the SimCLR heads, only when a configured loss needs them. A loss with a
+``per_sample`` form also gives each pair's own loss: clean-sample division (``tbpr.train.noise``) fits
+its mixture to them, and ``Views.weights`` drops the pairs it judged noisy from the loss.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from tbpr.errors import ConfigError
-from tbpr.losses.contrastive import c_itc_loss, itc_loss, r_itc_loss, sdm_loss, simclr_loss
+from tbpr.losses.contrastive import c_itc_loss, itc_loss, r_itc_loss, sdm_loss, simclr_loss, tal_loss
 from tbpr.losses.identity import id_loss
 from tbpr.losses.mlm import masked_token_loss
 
@@ -28,6 +31,8 @@ class LossParams:
     r_itc_eps: float = 1e-2
     c_itc_in_modal: float = 0.25
     c_itc_cross_modal: float = 0.25
+    tal_tau: float = 0.015  # RDE's TAL temperature
+    tal_margin: float = 0.1  # RDE's TAL margin
 
 
 @dataclass
@@ -39,6 +44,8 @@ class Views:
     ``mlm_logits`` [n, vocab] and ``mlm_labels`` [n] at the n masked positions of this process's captions
     feed the MLM loss. ``id_logits`` ('image', 'text': [B, classes]) and ``id_labels`` [B] are the ID
     classifier's outputs and the training-identity classes of this process's samples (the ID loss).
+    ``weights`` [N] (0/1 per row; None: all 1) keeps only the rows a clean-sample division judged clean
+    in the losses (their per-sample form).
     """
 
     image: Tensor
@@ -53,24 +60,53 @@ class Views:
     mlm_labels: Tensor | None = None
     id_logits: dict[str, Tensor] = field(default_factory=dict)
     id_labels: Tensor | None = None
+    weights: Tensor | None = None
 
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A loss over ``Views``: ``fn(views, params)``; ``views`` it reads beyond image/text; SS heads it needs."""
+    """A loss over ``Views``: ``fn(views, params)``; ``views`` it reads beyond image/text; SS heads it needs.
+
+    ``per_sample(views, params)`` [N], when given, is each pair's loss; ``fn`` is its mean, or its sum when
+    ``summed``. ``soft_targets``: the loss reads ``LossParams.soft_label``.
+    """
 
     fn: Callable[[Views, LossParams], Tensor]
     extra_views: tuple[str, ...] = ()
     ss_heads: tuple[str, ...] = ()
     description: str = ""
+    per_sample: Callable[[Views, LossParams], Tensor] | None = None
+    summed: bool = False
+    soft_targets: bool = False
 
 
-def _itc_between(image_view: str, text_view: str, identity_aware: bool = True) -> Callable:
+def _itc_between(
+    image_view: str, text_view: str, identity_aware: bool = True, per_sample: bool = False
+) -> Callable:
     def loss(v: Views, p: LossParams) -> Tensor:
         image, text = getattr(v, image_view), getattr(v, text_view)
-        return itc_loss(image, text, v.pids, v.pids, v.logit_scale, v.soft_label, identity_aware)
+        return itc_loss(image, text, v.pids, v.pids, v.logit_scale, v.soft_label, identity_aware, per_sample)
 
     return loss
+
+
+def _sdm(per_sample: bool) -> Callable:
+    return lambda v, p: sdm_loss(
+        v.image, v.text, v.pids, v.pids, v.logit_scale, soft_label=v.soft_label, per_sample=per_sample
+    )
+
+
+def _tal(per_sample: bool) -> Callable:
+    return lambda v, p: tal_loss(v.image, v.text, v.pids, p.tal_tau, p.tal_margin, per_sample)
+
+
+def _itc_spec(identity_aware: bool, description: str) -> LossSpec:
+    return LossSpec(
+        _itc_between("image", "text", identity_aware),
+        description=description,
+        per_sample=_itc_between("image", "text", identity_aware, per_sample=True),
+        soft_targets=True,
+    )
 
 
 def _ss_over(*towers: str) -> Callable:
@@ -81,17 +117,19 @@ def _ss_over(*towers: str) -> Callable:
 
 
 LOSSES: dict[str, LossSpec] = {
-    "itc": LossSpec(_itc_between("image", "text"), description="identity-aware ITC (= n_itc)"),
-    "clip_itc": LossSpec(
-        _itc_between("image", "text", identity_aware=False), description="CLIP's ITC: one-hot targets"
-    ),
-    "n_itc": LossSpec(_itc_between("image", "text"), description="TBPS-CLIP normalized ITC (eq. 1)"),
-    "sdm": LossSpec(
-        lambda v, p: sdm_loss(v.image, v.text, v.pids, v.pids, v.logit_scale), description="IRRA SDM"
+    "itc": _itc_spec(True, "identity-aware ITC (= n_itc)"),
+    "clip_itc": _itc_spec(False, "CLIP's ITC: one-hot targets"),
+    "n_itc": _itc_spec(True, "TBPS-CLIP normalized ITC (eq. 1)"),
+    "sdm": LossSpec(_sdm(False), description="IRRA SDM", per_sample=_sdm(True), soft_targets=True),
+    "tal": LossSpec(
+        _tal(False), description="RDE's triplet alignment loss (summed)", per_sample=_tal(True), summed=True
     ),
     "r_itc": LossSpec(
         lambda v, p: r_itc_loss(v.image, v.text, v.pids, v.pids, v.logit_scale, p.r_itc_eps),
         description="reversed ITC (eq. 4)",
+        per_sample=lambda v, p: r_itc_loss(
+            v.image, v.text, v.pids, v.pids, v.logit_scale, p.r_itc_eps, per_sample=True
+        ),
     ),
     "c_itc": LossSpec(
         lambda v, p: c_itc_loss(v.image, v.text, p.c_itc_in_modal, p.c_itc_cross_modal),
@@ -148,19 +186,38 @@ def required_ss_heads(weights: Mapping[str, object]) -> list[str]:
     return [tower for tower in ("image", "text") if tower in needed]
 
 
+def check_per_sample(names: list[str]) -> None:
+    """Raise ConfigError unless every loss in ``names`` has a per-sample form (clean-sample division needs it)."""
+    lacking = sorted(name for name in names if LOSSES[name].per_sample is None)
+    if lacking:
+        known = sorted(name for name, spec in LOSSES.items() if spec.per_sample is not None)
+        raise ConfigError(
+            f"losses {lacking} have no per-sample form, which clean-sample division (noise.division) needs; "
+            f"use losses among {known}"
+        )
+
+
+def weighted_term(spec: LossSpec, views: Views, params: LossParams) -> Tensor:
+    """A loss over the rows ``views.weights`` keeps: the mean (or sum, ``spec.summed``) of its per-sample form."""
+    if views.weights is None:
+        return spec.fn(views, params)
+    kept = views.weights.to(views.image.device, torch.float32) * spec.per_sample(views, params)
+    return kept.sum() if spec.summed else kept.sum() / views.weights.sum().clamp(min=1)
+
+
 def compute_losses(
     weights: Mapping[str, object], views: Views, params: LossParams | None = None
 ) -> tuple[Tensor, dict[str, float]]:
     """Weighted sum of the named losses, and a log record of floats.
 
     The record holds each term unweighted (``name``) and weighted (``name_weighted``) and ``total``.
-    Terms with weight 0 are skipped.
+    Terms with weight 0 are skipped; ``views.weights`` keeps only the rows it marks (``weighted_term``).
     """
     params = params or LossParams()
     total: Tensor | None = None
     record: dict[str, float] = {}
     for name, weight in check_loss_weights(weights).items():
-        value = LOSSES[name].fn(views, params)
+        value = weighted_term(LOSSES[name], views, params)
         weighted = weight * value
         total = weighted if total is None else total + weighted
         record[name] = float(value.detach())

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tbpr.config import apply_overrides, from_dict, load_yaml
+from tbpr.config import apply_overrides, from_dict, load_yaml, to_dict
 from tbpr.data.fewshot import check_fraction
 from tbpr.data.holdout import ValSplitConfig
 from tbpr.data.image_augment import ImageAugConfig
 from tbpr.errors import ConfigError
-from tbpr.losses import LossParams, check_loss_weights, required_ss_heads, required_views
+from tbpr.losses import LOSSES, LossParams, check_loss_weights, required_ss_heads, required_views
 from tbpr.models import ModelConfig
 from tbpr.text.augment import TextAugConfig
 from tbpr.train.masking import MaskingConfig
+from tbpr.train.noise import NoiseConfig
 
 log = logging.getLogger(__name__)
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -74,8 +76,6 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ConfigError(f"optim.name={self.name!r}: choose one of {list(OPTIMIZERS)}")
-
-    def __post_init__(self) -> None:
         at_least("optim", 1, epochs=self.epochs, accum_steps=self.accum_steps)
 
 
@@ -89,6 +89,7 @@ class TrainConfig:
     losses: dict[str, float] = field(default_factory=lambda: {"sdm": 1.0})
     loss_params: LossParams = field(default_factory=LossParams)
     masking: MaskingConfig = field(default_factory=MaskingConfig)  # caption token masking (EM / NAM)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # clean-sample division (tbpr.train.noise)
     output_dir: str = "runs/default"
     seed: int = 0
     eval_every: int = 1  # epochs between validation runs (0: never, best = last)
@@ -138,6 +139,14 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> T
     data = load_yaml(recipe_path(name_or_path)) if name_or_path else {}
     cfg = from_dict(TrainConfig, apply_overrides(data, list(overrides)))
     cfg.losses = check_loss_weights(cfg.losses)
+    cfg.noise.check(cfg.losses)
+    if cfg.loss_params.soft_label and not any(LOSSES[name].soft_targets for name in cfg.losses):
+        log.warning(
+            "loss_params.soft_label=%g: none of losses %s has soft targets (those that do: %s)",
+            cfg.loss_params.soft_label,
+            sorted(cfg.losses),
+            ", ".join(sorted(name for name, spec in LOSSES.items() if spec.soft_targets)),
+        )
     check_fraction(cfg.data.train_fraction)  # at load time, before any data is read
     # SimCLR heads follow from the losses (saved in config.yaml, so checkpoints rebuild them)
     cfg.model.ss_heads = [
@@ -187,14 +196,23 @@ def config_differences(saved: dict, new: dict, free: frozenset[str] = frozenset(
     """``{dotted key: (saved value, new value)}`` where a saved run config and a new one differ.
 
     Keys in ``free`` are left out; both mappings are compared as JSON would give them back (tuples as
-    lists), and a value a run resolved at start (``RESOLVED_AT_START``) matches its unresolved setting.
+    lists), a value a run resolved at start (``RESOLVED_AT_START``) matches its unresolved setting, and a
+    key the saved config lacks matches the default value (a setting added to tbpr after the run was saved).
     """
     old, cur = (_flatten(json.loads(json.dumps(c))) for c in (saved, new))
     absent = "(absent)"
+    defaults = _defaults()
     return {
         key: (old.get(key, absent), cur.get(key, absent))
         for key in sorted(old.keys() | cur.keys())
         if key not in free
         and old.get(key, absent) != cur.get(key, absent)
         and cur.get(key) != RESOLVED_AT_START.get(key, absent)
+        and not (key not in old and cur.get(key) == defaults.get(key, absent))
     }
+
+
+@functools.cache
+def _defaults() -> dict:
+    """The flattened default TrainConfig, as JSON would give it back."""
+    return _flatten(json.loads(json.dumps(to_dict(TrainConfig()))))

@@ -46,6 +46,7 @@ from tbpr.train.config import TrainConfig
 from tbpr.train.init_from import load_init_weights
 from tbpr.train.masking import TokenMasker
 from tbpr.train.nam import nam_layers
+from tbpr.train.noise import epoch_clean_mask
 from tbpr.train.optim import build_optimizer
 from tbpr.train.reproducible import SeededBatches, SeededDataset, rng_state, seed_everything, set_rng_state
 from tbpr.train.resume import check_resumable
@@ -217,6 +218,7 @@ class Trainer:
         self.best: dict | None = None
         self.stale = 0  # consecutive validations without a new best (for early_stop_patience)
         self.validated_step: int | None = None  # global_step of the last validation
+        self.clean: torch.Tensor | None = None  # this epoch's clean-sample division (None: every pair)
         last = self.ckpt_dir / "last.pt"
         resuming = resume and last.exists()
         if cfg.init_from and not resuming:  # fine-tuning: weights only (init.pt below holds them)
@@ -225,6 +227,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
             shutil.rmtree(self.out / "tb", ignore_errors=True)
+            shutil.rmtree(self.out / "noise", ignore_errors=True)
         self.metrics = MetricsLog(self.out / "metrics.jsonl", self.main)
         if resuming:
             self._load_state(last)
@@ -361,6 +364,9 @@ class Trainer:
             mlm_labels=masked_labels(inputs["mlm_labels"]) if self.mlm else None,
             id_logits=out.get("id_logits", {}),
             id_labels=inputs["pid"],
+            weights=None
+            if self.clean is None
+            else dist.all_gather_no_grad(self.clean[batch["caption_index"]].to(self.device)),
         )
         return compute_losses(self.cfg.losses, views, self.cfg.loss_params)
 
@@ -396,6 +402,10 @@ class Trainer:
             self.dist.world_size,
         )
         while self.epoch < cfg.optim.epochs and not self._done():
+            self.clean = epoch_clean_mask(
+                cfg, self.epoch, self.out, self.model, self.train_split, self.eval_transform, self.tokenizer,
+                self.device, self.main,
+            )  # fmt: skip
             self._train_epoch()
             if self.batch_in_epoch < self.steps_per_epoch * self.accum:  # stopped inside the epoch
                 break
