@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+from tbpr.models.checkpoint import load_checkpoint
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 
@@ -12,7 +12,7 @@ METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 def run_summary(run_dir: Path) -> str:
     """Lines naming the run folder, what ``best.pt`` holds (epoch, val metrics) and both checkpoints."""
     ckpt = Path(run_dir) / "checkpoints"
-    selected = torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False, mmap=True)["selected"]
+    selected = load_checkpoint(ckpt / "best.pt")["selected"]
     if selected.get("metric") is None:
         best = f"best.pt is the final model (epoch {selected['epoch']}): no validation ran"
     else:
