@@ -88,7 +88,7 @@ def test_data_check_does_not_hang_on_a_fifo(tmp_path, synth_tiny):
 def served(hostile, tmp_path, tiny_run):
     index = build_index(tiny_run, hostile, tmp_path / "idx", num_workers=0)
     searcher = Searcher(index)
-    ids = {path: searcher._ids[row] for row, path in enumerate(searcher._paths)}
+    ids = {path: searcher._gen.ids[row] for row, path in enumerate(searcher._gen.paths)}
     return TestClient(create_app(searcher), base_url="http://localhost"), ids
 
 

@@ -284,7 +284,7 @@ def test_hnsw_and_ivf_agree_with_flat_on_the_tiny_gallery(tmp_path, gallery, tin
     )
     hnsw = Searcher(hnsw_dir)
     assert hnsw.info()["kind"] == "hnsw" and hnsw.info()["params"]["ef_search"] == 32
-    assert hnsw._index.hnsw.efSearch == 32
+    assert hnsw._gen.index.hnsw.efSearch == 32
     for query in QUERIES:
         assert hnsw.search(query, k=1)[0].id == flat.search(query, k=1)[0].id
     _, _, emb, _ = load_data(built)

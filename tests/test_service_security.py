@@ -1,5 +1,6 @@
 """The service's security: API key, ids-only images, path traversal, limits, error bodies, headers, CLI."""
 
+import dataclasses
 import http.client
 import logging
 from urllib.parse import urlsplit
@@ -172,7 +173,10 @@ def test_unknown_id_is_404(client):
 
 
 def test_an_indexed_image_whose_file_is_gone_is_404(client, image_id, tiny_searcher, tmp_path, monkeypatch):
-    monkeypatch.setattr(tiny_searcher, "_images_dir", tmp_path)  # the gallery folder is now empty
+    gen = tiny_searcher._gen  # the gallery folder is now empty
+    monkeypatch.setattr(
+        tiny_searcher, "_gen", dataclasses.replace(gen, meta={**gen.meta, "images_dir": str(tmp_path)})
+    )
     assert "missing" in assert_clean_error(client.get(f"/api/images/{image_id}", headers=AUTH), 404)
 
 

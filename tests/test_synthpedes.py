@@ -246,7 +246,7 @@ def test_pair_noise_moves_captions_of_a_fraction_of_train_images_to_other_people
     out = tmp_path / "pairs"
     shutil.copytree(synth_tiny, out)
     before = _digest(out / "imgs")
-    generate(out, size="tiny", seed=0, pair_noise=0.5)
+    generate(out, size="tiny", seed=0, pair_noise=0.5, overwrite=True)
     assert _digest(out / "imgs") == before  # images reused
     rows, truth = _load(out)
     clean_rows, clean = _load(synth_tiny)

@@ -12,6 +12,8 @@ METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 def run_summary(run_dir: Path) -> str:
     """Lines naming the run folder, what ``best.pt`` holds (epoch, val metrics) and both checkpoints."""
     ckpt = Path(run_dir) / "checkpoints"
+    if not (ckpt / "best.pt").is_file():
+        return f"run folder: {run_dir}\nno checkpoint in {ckpt}"
     selected = load_checkpoint(ckpt / "best.pt")["selected"]
     if selected.get("metric") is None:
         best = f"best.pt is the final model (epoch {selected['epoch']}): no validation ran"
