@@ -11,7 +11,7 @@ import torch
 from tbpr.config import from_dict
 from tbpr.data.readers import read_dataset
 from tbpr.data.schema import Manifest
-from tbpr.data.tokenizer import Tokenizer
+from tbpr.data.tokenizer import PretrainedTokenizer, Tokenizer
 from tbpr.data.transforms import build_image_transform
 from tbpr.errors import ConfigError
 from tbpr.evaluation.evaluator import EncodedSplit, encode_split, score
@@ -34,8 +34,9 @@ class LoadedRun:
         d = self.config.data
         return build_image_transform(tuple(self.config.model.image_size), d.mean, d.std, train=False)
 
-    def tokenizer(self) -> Tokenizer:
-        return Tokenizer(self.config.model.context_length)
+    def tokenizer(self) -> Tokenizer | PretrainedTokenizer:
+        """The text tower's own tokenizer."""
+        return self.model.tokenizer
 
 
 def resolve_checkpoint(run: Path, checkpoint: str = "best") -> Path:

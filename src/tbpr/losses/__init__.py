@@ -2,7 +2,9 @@
 
 from tbpr.losses.contrastive import (
     c_itc_loss,
+    cmpm_loss,
     cosine_logits,
+    hardness_infonce_loss,
     itc_loss,
     kl_to_targets,
     r_itc_loss,
@@ -31,8 +33,10 @@ __all__ = [
     "Views",
     "c_itc_loss",
     "check_loss_weights",
+    "cmpm_loss",
     "compute_losses",
     "cosine_logits",
+    "hardness_infonce_loss",
     "identity_mask",
     "identity_targets",
     "itc_loss",

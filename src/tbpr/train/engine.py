@@ -28,7 +28,6 @@ from tbpr.data.check import load_training_manifest
 from tbpr.data.datasets import CaptionPairDataset
 from tbpr.data.fewshot import sample_identities
 from tbpr.data.samplers import IdentityBatchSampler, PerImageBatchSampler, RandomBatchSampler
-from tbpr.data.tokenizer import Tokenizer
 from tbpr.data.transforms import build_image_transform
 from tbpr.errors import ConfigError
 from tbpr.evaluation.evaluator import encode_split, score
@@ -36,6 +35,7 @@ from tbpr.losses import Views, compute_losses, required_ss_heads, required_views
 from tbpr.losses.mlm import IGNORE, masked_labels
 from tbpr.models import DualEncoder
 from tbpr.models.checkpoint import atomic_torch_save, model_payload
+from tbpr.models.towers import build_tokenizer
 from tbpr.text.augment import TextAugmenter, expand_training_split
 from tbpr.train import distributed as dist
 from tbpr.train.config import TrainConfig
@@ -116,7 +116,7 @@ class Trainer:
         if text_cfg.expand:  # new caption ids follow every id of the dataset, so no store key names them
             start = max(c.id for c in manifest.captions) + 1
             self.train_split = expand_training_split(self.train_split, text_cfg, start)
-        self.tokenizer = Tokenizer(cfg.model.context_length)
+        self.tokenizer = build_tokenizer(cfg.model)  # the text tower's own
         size = tuple(cfg.model.image_size)
         self.train_transform = build_image_transform(
             size, cfg.data.mean, cfg.data.std, train=True, hflip=cfg.data.hflip, augment=cfg.data.augment
