@@ -70,6 +70,19 @@ def test_vit_with_overlapping_slicing_runs_at_any_size():
         )
 
 
+def test_vit_weight_file_made_at_another_size_is_resampled(tmp_path):
+    import timm
+
+    source = timm.create_model("vit_tiny_patch16_224")  # 14 x 14 patches
+    torch.save(source.state_dict(), tmp_path / "vit.pth")
+    tower = TimmImageTower(
+        TowerConfig(kind="timm", name="vit_tiny_patch16_224", weights=str(tmp_path / "vit.pth")), (64, 32)
+    )
+    assert tower.model.pos_embed.shape == (1, 1 + 4 * 2, 192)
+    assert torch.equal(tower.model.pos_embed[0, 0], source.pos_embed[0, 0])  # the class token's is kept
+    assert torch.equal(tower.model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
 def test_map_by_position_checks_counts_and_shapes(tmp_path):
     target = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
     source = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
