@@ -1,10 +1,12 @@
 """Training throughput and the share of step time spent waiting for data.
 
-Trains the CPU recipe (cpu-small) on SynthPedes for a fixed number of steps with the default
+Trains a CPU recipe (cpu-small) on SynthPedes for a fixed number of steps with the default
 number of DataLoader workers, and with data loading in the main process (0 workers) as the
 in-run baseline, and prints samples/s and the data-wait share of each (first steps excluded).
+With several ``--configs`` each recipe is measured at the same batch: the first row is the baseline.
 
     python benchmarks/train_throughput.py [--size small] [--steps 60] [--workers 0 2]
+    python benchmarks/train_throughput.py --workers 0 --configs cpu-small tbpr-lite   # towers vs tbpr-tiny
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from tbpr.data.synthpedes import generate
 from tbpr.train import load_config, train
 
 
-def measure(data: Path, out: Path, workers: int, steps: int, warmup: int, extra: list[str]) -> dict:
+def measure(
+    data: Path, out: Path, recipe: str, workers: int, steps: int, warmup: int, extra: list[str]
+) -> dict:
     cfg = load_config(
-        "cpu-small",
+        recipe,
         [
             f"data.path={data}",
             f"output_dir={out}",
@@ -38,6 +42,7 @@ def measure(data: Path, out: Path, workers: int, steps: int, warmup: int, extra:
     time_per_step = [1.0 / r["samples_per_s"] for r in records]  # seconds per sample, per step
     total = sum(time_per_step)
     return {
+        "recipe": recipe,
         "workers": workers,
         "samples_per_s": len(records) / total,
         "data_wait_frac": sum(r["data_wait_frac"] * t for r, t in zip(records, time_per_step)) / total,
@@ -59,6 +64,9 @@ def main() -> None:
         default=[0, 2],
         help="DataLoader workers to compare; the first is the baseline (default: 0 2)",
     )
+    parser.add_argument(
+        "--configs", nargs="+", default=["cpu-small"], help="recipes to compare (default: cpu-small)"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -66,17 +74,21 @@ def main() -> None:
         data = Path(tmp) / "data"
         generate(data, size=args.size, seed=0)
         rows = [
-            measure(data, Path(tmp) / f"run{w}", w, args.steps, args.warmup, args.overrides)
+            measure(data, Path(tmp) / f"{c}-{w}", c, w, args.steps, args.warmup, args.overrides)
+            for c in args.configs
             for w in args.workers
         ]
     base = rows[0]["samples_per_s"]
+    first = f"{rows[0]['recipe']}/{rows[0]['workers']}"
     print(
-        f"{'workers':>8} {'batch':>6} {'samples/s':>10} {'data wait':>10} {'speed vs ' + str(rows[0]['workers']):>12}"
+        f"{'recipe':>10} {'workers':>8} {'batch':>6} {'samples/s':>10} {'s/step':>7} {'data wait':>10} "
+        f"{'speed vs ' + first:>22}"
     )
     for r in rows:
         print(
-            f"{r['workers']:>8} {r['batch']:>6} {r['samples_per_s']:>10.1f} {100 * r['data_wait_frac']:>9.1f}%"
-            f" {r['samples_per_s'] / base:>11.2f}x"
+            f"{r['recipe']:>10} {r['workers']:>8} {r['batch']:>6} {r['samples_per_s']:>10.1f} "
+            f"{r['batch'] / r['samples_per_s']:>7.2f} {100 * r['data_wait_frac']:>9.1f}% "
+            f"{r['samples_per_s'] / base:>21.2f}x"
         )
 
 

@@ -13,7 +13,7 @@ from tbpr.data.check import load_checked_split
 from tbpr.data.holdout import resolve_val_split
 from tbpr.data.readers import read_dataset
 from tbpr.data.schema import Manifest
-from tbpr.data.tokenizer import Tokenizer
+from tbpr.data.tokenizer import PretrainedTokenizer, Tokenizer
 from tbpr.data.transforms import build_image_transform
 from tbpr.errors import ConfigError
 from tbpr.evaluation.evaluator import EncodedSplit, encode_split, score
@@ -37,8 +37,9 @@ class LoadedRun:
         d = self.config.data
         return build_image_transform(tuple(self.config.model.image_size), d.mean, d.std, train=False)
 
-    def tokenizer(self) -> Tokenizer:
-        return Tokenizer(self.config.model.context_length)
+    def tokenizer(self) -> Tokenizer | PretrainedTokenizer:
+        """The text tower's own tokenizer."""
+        return self.model.tokenizer
 
     def split(self, data_path: Path, split: str, data_format: str | None = None) -> Manifest:
         """One split of a dataset; 'val' of the run's own training data is the split the run validated on

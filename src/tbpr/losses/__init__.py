@@ -2,7 +2,9 @@
 
 from tbpr.losses.contrastive import (
     c_itc_loss,
+    cmpm_loss,
     cosine_logits,
+    hardness_infonce_loss,
     itc_loss,
     kl_to_targets,
     r_itc_loss,
@@ -36,8 +38,10 @@ __all__ = [
     "c_itc_loss",
     "check_loss_weights",
     "check_per_sample",
+    "cmpm_loss",
     "compute_losses",
     "cosine_logits",
+    "hardness_infonce_loss",
     "identity_mask",
     "identity_targets",
     "id_loss",

@@ -200,3 +200,39 @@ def tal_loss(
     scores = F.normalize(text_feats, dim=-1) @ F.normalize(image_feats, dim=-1).t()
     losses = tal_per_sample(scores, pids, pids, tau, margin)
     return losses if per_sample else losses.sum()
+
+
+def hardness_infonce_loss(image_feats: Tensor, text_feats: Tensor, tau: float = 0.005) -> Tensor:
+    """PDG's hardness-aware InfoNCE (eqs. 14, 15, 17): sum_j L_t2i(j) + L_i2t(j) over paired rows.
+
+    L_t2i(j) = -log exp(cos(T_j, I_j) / tau) / sum_k exp(cos(T_j, I_k) / tau), L_i2t alike: instance-level
+    (row j's only positive is column j, whatever the person ids) with a fixed, small temperature that
+    concentrates the penalty on the hardest negatives. Eq. 17 SUMS over the N pairs (no 1/N): the loss
+    and its gradient grow with the batch (see docs/towers.md for what this means for the learning rate).
+    """
+    logits = cosine_logits(image_feats, text_feats, 1.0 / tau)
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    i2t = F.cross_entropy(logits, targets, reduction="sum")
+    t2i = F.cross_entropy(logits.t(), targets, reduction="sum")
+    return i2t + t2i
+
+
+def cmpm_loss(
+    image_feats: Tensor, text_feats: Tensor, image_pids: Tensor, text_pids: Tensor, eps: float = 1e-8
+) -> Tensor:
+    """Cross-modal projection matching (Zhang & Lu, ECCV 2018) as IRRA's ``compute_cmpm`` computes it.
+
+    Image i projected on text j is x_i . z_j / |z_j| with x_i UNnormalized (no temperature); p_i is the
+    softmax of row i, q_ij = y_ij / |y_i|_2 with y_ij = 1 for the same person (an L2, not a sum,
+    normalization, as the public code); loss_i2t = mean_i sum_j p_ij (log p_ij - log(q_ij + eps)), and
+    loss_t2i the same with texts projected on images. Returns loss_i2t + loss_t2i.
+    """
+    images = image_feats.to(torch.promote_types(image_feats.dtype, torch.float32))
+    texts = text_feats.to(images.dtype)
+    i2t_logits = images @ F.normalize(texts, dim=-1).t()
+    t2i_logits = texts @ F.normalize(images, dim=-1).t()
+    i2t = (image_pids.view(-1, 1) == text_pids.view(1, -1)).to(images.dtype)
+    t2i = i2t.t()
+    return kl_to_targets(i2t_logits, i2t / i2t.norm(dim=1, keepdim=True), eps) + kl_to_targets(
+        t2i_logits, t2i / t2i.norm(dim=1, keepdim=True), eps
+    )

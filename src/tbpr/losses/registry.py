@@ -16,7 +16,16 @@ import torch
 from torch import Tensor
 
 from tbpr.errors import ConfigError
-from tbpr.losses.contrastive import c_itc_loss, itc_loss, r_itc_loss, sdm_loss, simclr_loss, tal_loss
+from tbpr.losses.contrastive import (
+    c_itc_loss,
+    cmpm_loss,
+    hardness_infonce_loss,
+    itc_loss,
+    r_itc_loss,
+    sdm_loss,
+    simclr_loss,
+    tal_loss,
+)
 from tbpr.losses.identity import id_loss
 from tbpr.losses.mlm import masked_token_loss
 
@@ -33,6 +42,11 @@ class LossParams:
     c_itc_cross_modal: float = 0.25
     tal_tau: float = 0.015  # RDE's TAL temperature
     tal_margin: float = 0.1  # RDE's TAL margin
+    infonce_tau: float = 0.005  # PDG's fixed temperature of hardness-aware InfoNCE (not the model's)
+
+    def __post_init__(self) -> None:
+        if not self.infonce_tau > 0:
+            raise ConfigError(f"loss_params.infonce_tau={self.infonce_tau}: expected a temperature > 0")
 
 
 @dataclass
@@ -141,6 +155,14 @@ LOSSES: dict[str, LossSpec] = {
     "mvs_i": LossSpec(_itc_between("image2", "text"), ("image2",), description="N-ITC of (I~, T)"),
     "mvs_t": LossSpec(_itc_between("image", "text2"), ("text2",), description="N-ITC of (I, T~)"),
     "mvs_it": LossSpec(_itc_between("image2", "text2"), ("image2", "text2"), description="N-ITC of (I~, T~)"),
+    "hinfonce": LossSpec(
+        lambda v, p: hardness_infonce_loss(v.image, v.text, p.infonce_tau),
+        description="PDG's hardness-aware InfoNCE (eqs. 14-15, 17): instance-level, fixed tau, summed over the batch",
+    ),
+    "cmpm": LossSpec(
+        lambda v, p: cmpm_loss(v.image, v.text, v.pids, v.pids),
+        description="cross-modal projection matching (Zhang & Lu 2018, as IRRA's compute_cmpm)",
+    ),
     "mlm": LossSpec(
         lambda v, p: masked_token_loss(v.mlm_logits, v.mlm_labels),
         ("mlm",),

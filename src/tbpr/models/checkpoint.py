@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from tbpr.atomic import atomic_write
-from tbpr.config import to_dict
+from tbpr.config import from_dict, to_dict
 from tbpr.errors import ConfigError
 from tbpr.models.dual_encoder import DualEncoder, ModelConfig
 
@@ -94,12 +94,22 @@ def model_from_payload(payload: dict, path: Path) -> DualEncoder:
             f"{path} is not a tbpr checkpoint (no model_config/model); "
             "to start from open_clip weights set model.pretrained to the file instead"
         )
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    cfg = dict(payload["model_config"], pretrained=None)
-    cfg["image_size"] = tuple(cfg["image_size"])
-    model = DualEncoder(ModelConfig(**{k: v for k, v in cfg.items() if k in fields}))
+    model = DualEncoder(rebuild_config(payload["model_config"]))
     model.load_state_dict(payload["model"])
     return model
+
+
+def rebuild_config(recorded: dict) -> ModelConfig:
+    """The ``ModelConfig`` a checkpoint recorded, set to build without reading any pretrained weights
+    (the checkpoint's own weights replace them): a transformers tower still reads its architecture and
+    tokenizer from its ``name`` (a local folder, an installed package or the hub cache)."""
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    cfg = {k: v for k, v in recorded.items() if k in fields}
+    cfg["pretrained"] = None
+    for role in ("text_tower", "image_tower"):
+        if cfg.get(role):
+            cfg[role] = dict(cfg[role], weights="random")
+    return from_dict(ModelConfig, cfg, "model_config")
 
 
 def load_model(

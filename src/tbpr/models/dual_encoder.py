@@ -1,19 +1,16 @@
-"""A CLIP dual encoder over open_clip architectures, with access to per-layer token features."""
+"""A dual encoder over a pair of towers (one open_clip CLIP model, or transformers text + timm image),
+with access to per-layer token features."""
 
 from __future__ import annotations
 
-import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.model import text_global_pool
 from torch import nn
 
-from tbpr.data.tokenizer import Tokenizer
 from tbpr.errors import ConfigError
 from tbpr.losses import LogitScale
 from tbpr.models.adapter import FeatureAdapter
@@ -21,10 +18,16 @@ from tbpr.models.freezing import drop_blocks, freeze_prefixes, resolve_layers
 from tbpr.models.heads import build_ss_heads
 from tbpr.models.mlm import CrossModalMLMHead
 from tbpr.models.prompting import PromptContext
-
-_CONFIG_DIR = Path(__file__).parent / "configs"
-open_clip.add_model_config(_CONFIG_DIR)
-
+from tbpr.models.towers import (
+    PRESETS,
+    OpenClipImage,
+    OpenClipText,
+    TowerConfig,
+    build_image_tower,
+    build_text_tower,
+    create_open_clip,
+    fill_tower,
+)
 
 TUNINGS = ("full", "coop", "clip-adapter")
 
@@ -33,7 +36,13 @@ TUNINGS = ("full", "coop", "clip-adapter")
 class ModelConfig:
     """Which architecture, which weights, the contrastive temperature, and what is trained.
 
-    ``pretrained`` is ``None`` (random initialization), an open_clip pretrained tag such as
+    ``arch`` is an open_clip architecture (both towers from one CLIP model) or a tower architecture
+    (``PRESETS``: "tbpr-lite", or "towers" to spell out both): then ``text_tower`` / ``image_tower``
+    (``TowerConfig``; null fields come from the preset) choose each tower and its weights, and
+    ``embed_dim`` (null: the text tower's width) is the shared space a linear projection maps a tower
+    of another width into. For open_clip architectures both stay null.
+
+    ``pretrained`` (open_clip only) is ``None`` (random initialization), an open_clip pretrained tag such as
     ``"openai"`` (downloaded by open_clip; needs internet), or a path to a local checkpoint file.
     ``arch`` may also be ``hf-hub:org/repo`` or ``local-dir:/path`` as open_clip understands them.
 
@@ -68,26 +77,36 @@ class ModelConfig:
     mlm_head: bool = False
     mlm_depth: int = 4
     id_classes: int = 0
+    text_tower: TowerConfig | None = None
+    image_tower: TowerConfig | None = None
+    embed_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        preset = PRESETS.get(self.arch)
+        if preset is None:
+            if self.text_tower is not None or self.image_tower is not None or self.embed_dim is not None:
+                raise ConfigError(
+                    f"model.text_tower/image_tower/embed_dim are set, but model.arch={self.arch!r} is one open_clip "
+                    f"model; set model.arch to a tower architecture ({', '.join(PRESETS)})"
+                )
+            return
+        self.text_tower = fill_tower(self.arch, "text_tower", self.text_tower)
+        self.image_tower = fill_tower(self.arch, "image_tower", self.image_tower)
+        if self.embed_dim is None:
+            self.embed_dim = preset.get("embed_dim")
+        if self.pretrained is not None:
+            raise ConfigError(
+                f"model.pretrained={self.pretrained!r}: model.arch={self.arch} takes its weights per tower "
+                "(model.text_tower.weights, model.image_tower.weights)"
+            )
 
 
 def available_architectures() -> list[str]:
-    return open_clip.list_models()
-
-
-@contextmanager
-def _quiet_root_logger(active: bool):
-    root = logging.getLogger()
-    level = root.level
-    if active:
-        root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+    return [*PRESETS, *open_clip.list_models()]
 
 
 class DualEncoder(nn.Module):
-    """Image and text towers of one open_clip CLIP model plus a shared temperature.
+    """A text tower and an image tower (``tbpr.models.towers``) plus a shared temperature.
 
     The model only encodes tensors: tokenization, decoding and augmentation live in ``tbpr.data``.
     """
@@ -95,46 +114,20 @@ class DualEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        if config.arch not in open_clip.list_models() and ":" not in config.arch:
-            raise ConfigError(
-                f"model.arch={config.arch!r} is not an open_clip architecture; "
-                f"choose one of tbpr-micro, tbpr-tiny, ViT-B-16, ViT-B-32 (or any of open_clip.list_models())"
-            )
-        pretrained = config.pretrained
-        weight_file = pretrained and Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors")
-        if weight_file and not Path(pretrained).is_file():
-            raise ConfigError(f"model.pretrained={pretrained!r}: no such checkpoint file")
-        try:
-            with _quiet_root_logger(pretrained is None):  # open_clip warns about the random init we asked for
-                self.clip = open_clip.create_model(
-                    config.arch,
-                    pretrained=pretrained,
-                    force_image_size=tuple(config.image_size),
-                    force_context_length=config.context_length,
-                    **config.extra,
-                )
-        except RuntimeError as err:
-            if "download" not in str(err) and "Pretrained value" not in str(err):
-                raise
-            tags = open_clip.list_pretrained_tags_by_model(config.arch) if ":" not in config.arch else []
-            raise ConfigError(
-                f"model.pretrained={pretrained!r} for {config.arch}: {err}. Known tags: {tags}. Offline, "
-                "download the open_clip weights on a connected machine and set model.pretrained to the file"
-            ) from err
-        # A causal text tower pooled at the end token never looks at the padding after it: dropping the
-        # padding columns shared by the whole batch gives the same features for less compute.
-        self._trim_padding = (
-            type(self.clip) is open_clip.CLIP
-            and self.clip.attn_mask is not None
-            and self.clip.text_pool_type in ("argmax", "eos")
-        )
-        # tbpr's temperature replaces open_clip's own (kept only so open_clip checkpoints load strictly)
-        self.clip.logit_scale.requires_grad_(False)
+        self.clip = None
+        self.text_proj = self.image_proj = None
+        if config.text_tower is None:
+            self._build_open_clip(config)
+        else:
+            self._build_towers(config)
+        self._trim_padding = self.text_tower.kind == "open_clip" and self.text_tower.trim_padding
         self.temperature = LogitScale(config.temperature, learnable=config.learnable_temperature)
         if config.tuning not in TUNINGS:
             raise ConfigError(f"model.tuning={config.tuning!r}: choose one of {list(TUNINGS)}")
         frozen_blocks = self._setup_text_layers(config)
         self.prompt = self._build_prompt(config) if config.tuning == "coop" else None
+        if self.clip is not None:
+            self.text_tower.prompt = self.prompt
         self.adapter = (
             FeatureAdapter(self._embed_dim(), config.adapter_reduction, config.adapter_alpha)
             if config.tuning == "clip-adapter"
@@ -145,9 +138,57 @@ class DualEncoder(nn.Module):
         self.id_head = self._build_id_head(config.id_classes) if config.id_classes else None
         self._freeze(config, frozen_blocks)
 
+    def _build_open_clip(self, config: ModelConfig) -> None:
+        if config.arch not in open_clip.list_models() and ":" not in config.arch:
+            raise ConfigError(
+                f"model.arch={config.arch!r} is not an open_clip architecture (nor a tower architecture); "
+                f"choose one of tbpr-micro, tbpr-tiny, ViT-B-16, ViT-B-32 (or any of open_clip.list_models()), "
+                f"or {', '.join(PRESETS)}"
+            )
+        self.clip = create_open_clip(config)
+        # tbpr's temperature replaces open_clip's own (kept only so open_clip checkpoints load strictly)
+        self.clip.logit_scale.requires_grad_(False)
+        self.text_tower = OpenClipText(self.clip, config.context_length)
+        self.image_tower = OpenClipImage(self.clip)
+
+    def _build_towers(self, config: ModelConfig) -> None:
+        """A transformers text tower and a timm image tower, each projected to ``embed_dim`` if wider/narrower."""
+        self.text_tower = build_text_tower(config.text_tower, config.context_length)
+        self.image_tower = build_image_tower(config.image_tower, tuple(config.image_size))
+        dim = config.embed_dim or self.text_tower.width
+        if dim < 1:
+            raise ConfigError(f"model.embed_dim={config.embed_dim}: expected a width >= 1")
+        if self.text_tower.width != dim:
+            self.text_proj = nn.Linear(self.text_tower.width, dim, bias=False)
+        if self.image_tower.width != dim:
+            self.image_proj = nn.Linear(self.image_tower.width, dim, bias=False)
+        unsupported = [
+            name
+            for name, used in (
+                ("model.drop_text_layers", config.drop_text_layers),
+                ("model.freeze_text_layers", config.freeze_text_layers),
+                ("model.text_attn_dropout", config.text_attn_dropout),
+                (f"model.tuning={config.tuning}", config.tuning != "full"),
+            )
+            if used
+        ]
+        if unsupported:
+            raise ConfigError(
+                f"{', '.join(unsupported)}: implemented for open_clip towers only (they edit CLIP's text blocks "
+                f"or freeze the CLIP model); model.arch={config.arch} has {config.text_tower.kind} and "
+                f"{config.image_tower.kind} towers"
+            )
+
+    @property
+    def tokenizer(self):
+        """The text tower's own tokenizer (``tbpr.data.tokenizer``: CLIP BPE or a Hugging Face tokenizer)."""
+        return self.text_tower.tokenizer
+
     def _embed_dim(self) -> int:
-        """Width of the joint feature space (read from the image tower)."""
-        dim = getattr(self.clip.visual, "output_dim", None)
+        """Width of the joint feature space (``embed_dim`` for towers; an open_clip image tower states it)."""
+        if self.clip is None:
+            return self.config.embed_dim or self.text_tower.width
+        dim = self.image_tower.width
         if dim is None:
             raise ConfigError(
                 f"model.arch={self.config.arch}: its image tower does not state its output width, which "
@@ -190,7 +231,7 @@ class DualEncoder(nn.Module):
         return [kept.index(i) for i in freeze]
 
     def _build_mlm_head(self, config: ModelConfig) -> CrossModalMLMHead:
-        if not self._trim_padding or config.tuning == "coop":
+        if not self._trim_padding or config.tuning == "coop":  # also refuses transformers/timm towers
             raise ConfigError(
                 "model.mlm_head (losses.mlm) needs an open_clip CLIP text tower without prompt context; "
                 f"got arch {config.arch}, tuning {config.tuning}"
@@ -211,7 +252,7 @@ class DualEncoder(nn.Module):
         return head
 
     def _build_prompt(self, config: ModelConfig) -> PromptContext:
-        tokens = Tokenizer(config.context_length)(config.coop_init)[0]
+        tokens = self.tokenizer(config.coop_init)[0]
         words = tokens[1 : int((tokens != 0).sum()) - 1].tolist()  # between the start and end tokens
         return PromptContext(self.clip.token_embedding, words)
 
@@ -230,32 +271,18 @@ class DualEncoder(nn.Module):
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Image features (through the CLIP-Adapter when ``tuning="clip-adapter"``)."""
-        if self.adapter is None:
-            return self.clip.encode_image(images, normalize=normalize)
-        x = self.adapter(self.clip.encode_image(images))
+        x = self.image_tower.encode(images)
+        if self.image_proj is not None:
+            x = self.image_proj(x)
+        if self.adapter is not None:
+            x = self.adapter(x)
         return F.normalize(x, dim=-1) if normalize else x
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Text features; padding past the batch's longest caption is skipped (see ``_trim_padding``).
-
-        With CoOp the context vectors follow the start token (a caption then keeps at most
-        ``context_length - M`` of its tokens, the end token included).
-        """
-        clip = self.clip
-        if not self._trim_padding:
-            return clip.encode_text(tokens, normalize=normalize)
-        if self.prompt is not None:
-            tokens = self.prompt.make_room(tokens)
-        length = max(1, int((tokens != 0).sum(dim=1).max()))
-        tokens = tokens[:, :length]
-        cast_dtype = clip.transformer.get_cast_dtype()
-        x = clip.token_embedding(tokens).to(cast_dtype)
-        if self.prompt is not None:
-            x = self.prompt.insert(x)
-        x = x + clip.positional_embedding[:length].to(cast_dtype)
-        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:length, :length]))
-        x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
-        x = self._project_text(x)
+        """Text features of token rows made by ``self.tokenizer`` (see the text tower's ``encode``)."""
+        x = self.text_tower.encode(tokens)
+        if self.text_proj is not None:
+            x = self.text_proj(x)
         return F.normalize(x, dim=-1) if normalize else x
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -290,11 +317,11 @@ class DualEncoder(nn.Module):
 
     @property
     def image_blocks(self) -> nn.ModuleList:
-        return self.clip.visual.transformer.resblocks
+        return self.image_tower.blocks
 
     @property
     def text_blocks(self) -> nn.ModuleList:
-        return self.clip.transformer.resblocks
+        return self.text_tower.blocks
 
     @contextmanager
     def capture_tokens(self, image_layers: list[int] = (), text_layers: list[int] = ()):
@@ -327,20 +354,19 @@ class DualEncoder(nn.Module):
                 handle.remove()
 
     def project_image_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Map intermediate image tokens into the joint space (final LayerNorm and projection)."""
-        visual = self.clip.visual
-        x = visual.ln_post(tokens)
-        return x @ visual.proj if visual.proj is not None else x
+        """Map intermediate image tokens into the joint space (the tower's final norm and projection)."""
+        x = self.image_tower.project_tokens(tokens)
+        return self.image_proj(x) if self.image_proj is not None else x
 
     def project_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Map intermediate text tokens into the joint space (final LayerNorm and projection)."""
-        return self._project_text(self.clip.ln_final(tokens))
-
-    def _project_text(self, x: torch.Tensor) -> torch.Tensor:
-        proj = self.clip.text_projection
-        if proj is None:
-            return x
-        return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+        """Map intermediate text tokens into the joint space (the tower's final norm and projection)."""
+        if not hasattr(self.text_tower, "project_tokens"):
+            raise ConfigError(
+                f"the {self.text_tower.kind} text tower has no token-level projection (token features, NAM "
+                "and the MLM head need an open_clip text tower)"
+            )
+        x = self.text_tower.project_tokens(tokens)
+        return self.text_proj(x) if self.text_proj is not None else x
 
     def token_features(
         self,

@@ -31,7 +31,6 @@ from tbpr.data.datasets import CaptionPairDataset
 from tbpr.data.fewshot import sample_identities
 from tbpr.data.holdout import resolve_val_split
 from tbpr.data.samplers import IdentityBatchSampler, PerImageBatchSampler, RandomBatchSampler
-from tbpr.data.tokenizer import Tokenizer
 from tbpr.data.transforms import build_image_transform
 from tbpr.devices import check_device
 from tbpr.errors import ConfigError
@@ -40,6 +39,7 @@ from tbpr.losses import Views, compute_losses, required_ss_heads, required_views
 from tbpr.losses.mlm import IGNORE, masked_labels
 from tbpr.models import DualEncoder
 from tbpr.models.checkpoint import atomic_torch_save, load_checkpoint, model_payload
+from tbpr.models.towers import build_tokenizer
 from tbpr.text.augment import TextAugmenter, expand_training_split
 from tbpr.train import distributed as dist
 from tbpr.train.config import TrainConfig
@@ -148,7 +148,7 @@ class Trainer:
         if text_cfg.expand:  # new caption ids follow every id of the dataset, so no store key names them
             start = max(c.id for c in manifest.captions) + 1
             self.train_split = expand_training_split(self.train_split, text_cfg, start)
-        self.tokenizer = Tokenizer(cfg.model.context_length)
+        self.tokenizer = build_tokenizer(cfg.model)  # the text tower's own
         size = tuple(cfg.model.image_size)
         self.train_transform = build_image_transform(
             size, cfg.data.mean, cfg.data.std, train=True, hflip=cfg.data.hflip, augment=cfg.data.augment

@@ -111,12 +111,15 @@ def apply_masking(
     eot_id: int,
     mask_id: int = IRRA_MASK_ID,
     replace: str = "mask",
+    pad_id: int = 0,
+    random_range: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Mask a batch of token rows (CPU): -> (masked tokens, bool [B, L] of the chosen positions).
 
     Position i of row b is chosen with probability ``probs[b, i]`` (only real tokens); chosen tokens
-    become ``mask_id``, or with ``replace="bert"`` ``mask_id`` 80%, a random word piece (ids 1 to
-    ``sot_id - 1`` except ``mask_id``) 10%, themselves 10%.
+    become ``mask_id``, or with ``replace="bert"`` ``mask_id`` 80%, a random word piece 10%, themselves
+    10%. Random word pieces are drawn from ``random_range`` [low, high) (the tokenizer's; CLIP: 1 to
+    ``sot_id - 1``), skipping ``mask_id`` if it lies inside.
     """
     if replace not in REPLACE:
         raise ConfigError(f"masking.replace={replace!r}: choose one of {list(REPLACE)}")
@@ -124,14 +127,17 @@ def apply_masking(
         raise ValueError(f"{len(generators)} generators for {len(tokens)} rows")
     rows, length = tokens.shape
     draws = torch.stack([torch.rand(2, length, generator=g) for g in generators])  # [B, 2, L]
-    chosen = (draws[:, 0] < probs.float()) & real_tokens(tokens, sot_id, eot_id)
+    chosen = (draws[:, 0] < probs.float()) & real_tokens(tokens, sot_id, eot_id, pad_id)
     masked = tokens.clone()
     if replace == "mask":
         masked[chosen] = mask_id
         return masked, chosen
     kind = draws[:, 1]
-    random_ids = torch.stack([torch.randint(1, sot_id - 1, (length,), generator=g) for g in generators])
-    random_ids = random_ids + (random_ids >= mask_id).long()  # skip the mask token itself
+    low, high = random_range or (1, sot_id - 1)
+    inside = low <= mask_id < high
+    random_ids = torch.stack([torch.randint(low, high - inside, (length,), generator=g) for g in generators])
+    if inside:
+        random_ids = random_ids + (random_ids >= mask_id).long()  # skip the mask token itself
     masked = torch.where(chosen & (kind < 0.8), torch.full_like(tokens, mask_id), masked)
     masked = torch.where(chosen & (kind >= 0.8) & (kind < 0.9), random_ids, masked)
     return masked, chosen
@@ -176,8 +182,9 @@ class TokenMasker:
     def __init__(self, cfg: MaskingConfig, num_captions: int, context_length: int, tokenizer, seed: int):
         self.cfg = cfg
         self.seed = seed
-        self.sot_id, self.eot_id = tokenizer.sot_id, tokenizer.eot_id
+        self.sot_id, self.eot_id, self.pad_id = tokenizer.sot_id, tokenizer.eot_id, tokenizer.pad_id
         self.mask_id = tokenizer.mask_id if tokenizer.mask_id is not None else IRRA_MASK_ID
+        self.random_range = tokenizer.random_range
         self.table = MaskTable(num_captions, context_length, cfg.p) if cfg.mode == "nam" else None
 
     @property
@@ -197,11 +204,13 @@ class TokenMasker:
             eot_id=self.eot_id,
             mask_id=self.mask_id,
             replace=self.cfg.replace,
+            pad_id=self.pad_id,
+            random_range=self.random_range,
         )
 
     def probabilities(self, max_sim: Tensor, tokens: Tensor) -> Tensor:
         """r' [B, L] from each token's maximum patch similarity [B, L] (as ``nam_probabilities``)."""
-        real = real_tokens(tokens, self.sot_id, self.eot_id).to(max_sim.device)
+        real = real_tokens(tokens, self.sot_id, self.eot_id, self.pad_id).to(max_sim.device)
         return nam_probabilities(max_sim.unsqueeze(-1), real, self.cfg.p)
 
     def end_epoch(self, epoch: int, out_dir: Path, caption_ids: list[int], main: bool) -> None:

@@ -18,6 +18,9 @@ _NO_DECAY_KEYWORDS = (
     "token_embedding",
     "logit_scale",
     "temperature",
+    "embeddings.",  # transformers towers: word / position / token-type embeddings
+    "pos_embed",  # timm ViTs
+    "cls_token",
 )
 
 
