@@ -298,7 +298,7 @@ def test_compute_losses_skips_zero_weights_and_keeps_the_graph():
 def test_registry_names():
     assert set(LOSSES) == {
         *("itc", "clip_itc", "n_itc", "sdm", "r_itc", "c_itc"),
-        *("ss_i", "ss_t", "ss_it", "mvs_i", "mvs_t", "mvs_it", "mlm"),
+        *("ss_i", "ss_t", "ss_it", "mvs_i", "mvs_t", "mvs_it", "mlm", "approx_constraint"),
     }
 
 
@@ -306,7 +306,7 @@ def test_registry_names():
     ("weights", "message"),
     [
         ({}, "no loss given"),
-        ({"sdm": 1.0, "id": 1.0}, "unknown loss 'id'; known losses: c_itc, clip_itc, itc"),
+        ({"sdm": 1.0, "id": 1.0}, "unknown loss 'id'; known losses: approx_constraint, c_itc, clip_itc"),
         ({"sdm": -1.0}, "losses.sdm: weight must be a number"),
         ({"sdm": "1"}, "losses.sdm: weight must be a number"),
         ({"sdm": True}, "losses.sdm: weight must be a number"),

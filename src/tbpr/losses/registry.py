@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from tbpr.errors import ConfigError
+from tbpr.losses.constraint import approximate_constraint_loss
 from tbpr.losses.contrastive import c_itc_loss, itc_loss, r_itc_loss, sdm_loss, simclr_loss
 from tbpr.losses.mlm import masked_token_loss
 
@@ -27,6 +28,11 @@ class LossParams:
     r_itc_eps: float = 1e-2
     c_itc_in_modal: float = 0.25
     c_itc_cross_modal: float = 0.25
+    constraint_min_sim: float = 0.05  # L_c's denominator floor (tbpr.losses.constraint)
+
+    def __post_init__(self) -> None:
+        if not self.constraint_min_sim > 0:
+            raise ConfigError(f"loss_params.constraint_min_sim={self.constraint_min_sim}: must be > 0")
 
 
 @dataclass
@@ -36,7 +42,8 @@ class Views:
     ``image2``/``text2`` are a second augmented view; ``ss`` maps a view name ('image', 'image2',
     'text', 'text2') to its SimCLR projection. ``soft_label`` is the alpha in force at this step.
     ``mlm_logits`` [n, vocab] and ``mlm_labels`` [n] at the n masked positions of this process's captions
-    feed the MLM loss.
+    feed the MLM loss. ``text_orig`` holds the original caption's features where ``replaced`` [N] (bool)
+    says PDG's approximate text replaced it (other rows: zeros).
     """
 
     image: Tensor
@@ -49,6 +56,8 @@ class Views:
     soft_label: float = 0.0
     mlm_logits: Tensor | None = None
     mlm_labels: Tensor | None = None
+    text_orig: Tensor | None = None
+    replaced: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,13 @@ LOSSES: dict[str, LossSpec] = {
         ("mlm",),
         description="IRRA's cross-modal masked language modelling (needs masking.mode em or nam)",
     ),
+    "approx_constraint": LossSpec(
+        lambda v, p: approximate_constraint_loss(
+            v.image, v.text, v.text_orig, v.replaced, p.constraint_min_sim
+        ),
+        ("text_orig",),
+        description="PDG's L_c (eq. 16): approximate text scores below the original, summed over the batch",
+    ),
 }
 
 
@@ -129,7 +145,7 @@ def check_loss_weights(weights: Mapping[str, object]) -> dict[str, float]:
 
 
 def required_views(weights: Mapping[str, object]) -> set[str]:
-    """The extra views ('image2', 'text2', 'mlm') the configured losses read."""
+    """The extra views ('image2', 'text2', 'mlm', 'text_orig') the configured losses read."""
     return {view for name in check_loss_weights(weights) for view in LOSSES[name].extra_views}
 
 

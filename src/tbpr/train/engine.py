@@ -39,7 +39,7 @@ from tbpr.losses import Views, compute_losses, required_ss_heads, required_views
 from tbpr.losses.mlm import IGNORE, masked_labels
 from tbpr.models import DualEncoder
 from tbpr.models.checkpoint import atomic_torch_save, load_checkpoint, model_payload
-from tbpr.text.augment import TextAugmenter, expand_training_split
+from tbpr.text.augment import ApproximateText, TextAugmenter, expand_training_split
 from tbpr.train import distributed as dist
 from tbpr.train.config import TrainConfig
 from tbpr.train.init_from import load_init_weights
@@ -163,7 +163,9 @@ class Trainer:
             image_views=2 if "image2" in views else 1,
             text_views=2 if "text2" in views else 1,
             text_augment=text_augment,
+            approximate=ApproximateText(text_cfg.approximate) if text_cfg.approximate.ops else None,
         )
+        self.constraint = "text_orig" in views  # L_c encodes the replaced captions' originals
         dataset = SeededDataset(pairs)
         workers = cfg.data.num_workers
         self.loader = DataLoader(
@@ -323,6 +325,7 @@ class Trainer:
         inputs = {
             key: batch[key].to(self.device, non_blocking=True)
             for key in ("image", "image2", "tokens", "tokens2", "tokens_full", "mlm_labels")
+            + self.constraint * ("tokens_orig", "replaced")
             if key in batch
         }
         net = self.ddp or self.forward
@@ -347,6 +350,8 @@ class Trainer:
             soft_label=self.soft_label_alpha(),
             mlm_logits=out.get("mlm_logits"),
             mlm_labels=masked_labels(inputs["mlm_labels"]) if self.mlm else None,
+            text_orig=gather(out.get("text_orig")),
+            replaced=dist.all_gather_no_grad(inputs["replaced"]) if self.constraint else None,
         )
         return compute_losses(self.cfg.losses, views, self.cfg.loss_params)
 
