@@ -466,6 +466,7 @@ PAPER_GRIDS = {
         "table4-aug-combos",
         "table5-losses",
         "table16-few-shot",
+        "pdg-table7-text-ops",  # until the PDG recipes land
     ],
     "llm-da": ["llmda-table5-modules", "llmda-fig6-alpha", "llmda-fig7-beta", "llmda-table4-text-aug"],
     "mllm4text": ["mllm4text-masking"],

@@ -297,8 +297,8 @@ def test_compute_losses_skips_zero_weights_and_keeps_the_graph():
 
 def test_registry_names():
     assert set(LOSSES) == {
-        *("itc", "clip_itc", "n_itc", "sdm", "r_itc", "c_itc", "tal"),
-        *("ss_i", "ss_t", "ss_it", "mvs_i", "mvs_t", "mvs_it", "mlm", "id"),
+        *("itc", "clip_itc", "n_itc", "sdm", "r_itc", "c_itc", "tal", "hinfonce", "cmpm"),
+        *("ss_i", "ss_t", "ss_it", "mvs_i", "mvs_t", "mvs_it", "mlm", "id", "approx_constraint"),
     }
 
 
@@ -306,7 +306,7 @@ def test_registry_names():
     ("weights", "message"),
     [
         ({}, "no loss given"),
-        ({"sdm": 1.0, "cmpm": 1.0}, "unknown loss 'cmpm'; known losses: c_itc, clip_itc, id, itc"),
+        ({"sdm": 1.0, "xyz": 1.0}, "unknown loss 'xyz'; known losses: approx_constraint, c_itc, clip_itc"),
         ({"sdm": -1.0}, "losses.sdm: weight must be a number"),
         ({"sdm": "1"}, "losses.sdm: weight must be a number"),
         ({"sdm": True}, "losses.sdm: weight must be a number"),

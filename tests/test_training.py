@@ -128,6 +128,11 @@ def _ddp_env():
         ("tbps-clip-small", ["model.text_attn_dropout=0.0"]),
         # NAM: masks drawn per caption, the full captions' layer-l pass, all-gathered table updates
         ("mllm4text-small", ["masking.mode=nam"]),
+        # PDG's approximate text: per-sample draws, each process encodes its replaced rows' originals
+        (
+            "clip-baseline-small",
+            ["data.text_augment.approximate.ops=[sdel, cdel]", "losses.approx_constraint=0.5"],
+        ),
     ],
 )
 def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, synth_tiny, recipe, extra):

@@ -19,6 +19,7 @@ from tbpr.data.transforms import load_image
 
 ImageTransform = Callable[[object], torch.Tensor]
 TextAugment = Callable[[str, int, random.Random], str]
+Approximate = Callable[[str, random.Random], str]
 
 
 class CaptionPairDataset(Dataset):
@@ -28,6 +29,9 @@ class CaptionPairDataset(Dataset):
     again independently (TBPS-CLIP's second view for MVS and SS losses). ``text_augment`` rewrites a
     caption before tokenization: ``text_augment(text, caption_id, rng)`` with ``rng`` a
     ``random.Random`` seeded from torch's (per-sample seeded) RNG, so augmentation is reproducible.
+    ``approximate(text, rng)`` (PDG's approximate text) then alters that caption, from a generator
+    seeded the same way: "tokens" is the altered caption, "tokens_orig" the caption before, and
+    "replaced" whether their tokens differ.
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class CaptionPairDataset(Dataset):
         image_views: int = 1,
         text_views: int = 1,
         text_augment: TextAugment | None = None,
+        approximate: Approximate | None = None,
     ):
         if image_views not in (1, 2) or text_views not in (1, 2):
             raise ValueError(f"image_views={image_views}, text_views={text_views}: each must be 1 or 2")
@@ -47,6 +52,7 @@ class CaptionPairDataset(Dataset):
         self.image_views = image_views
         self.text_views = text_views
         self.text_augment = text_augment
+        self.approximate = approximate
         position = {rec.id: i for i, rec in enumerate(manifest.images)}
         self.image_indices = [position[c.image_id] for c in manifest.captions]
         self.pids = [manifest.images[i].pid for i in self.image_indices]
@@ -54,24 +60,28 @@ class CaptionPairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.manifest.captions)
 
+    @staticmethod
+    def _rng() -> random.Random:
+        return random.Random(int(torch.randint(0, 2**62, (1,))))
+
     def _text(self, caption: CaptionRecord) -> str:
         if self.text_augment is None:
             return caption.text
-        rng = random.Random(int(torch.randint(0, 2**62, (1,))))
-        return self.text_augment(caption.text, caption.id, rng)
+        return self.text_augment(caption.text, caption.id, self._rng())
 
     def __getitem__(self, index: int) -> dict:
         image_index = self.image_indices[index]
         rec = self.manifest.images[image_index]
         caption = self.manifest.captions[index]
         image = load_image(self.manifest.image_path(rec))
-        sample = {
-            "image": self.image_transform(image),
-            "tokens": self.tokenizer(self._text(caption))[0],
-            "pid": rec.pid,
-            "caption_index": index,
-            "image_index": image_index,
-        }
+        sample = {"image": self.image_transform(image)}
+        text = self._text(caption)
+        sample["tokens"] = self.tokenizer(text)[0]
+        if self.approximate is not None:
+            sample["tokens_orig"] = sample["tokens"]
+            sample["tokens"] = self.tokenizer(self.approximate(text, self._rng()))[0]
+            sample["replaced"] = not torch.equal(sample["tokens"], sample["tokens_orig"])
+        sample.update(pid=rec.pid, caption_index=index, image_index=image_index)
         if self.image_views == 2:
             sample["image2"] = self.image_transform(image)
         if self.text_views == 2:

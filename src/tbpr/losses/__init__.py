@@ -1,5 +1,6 @@
 """Training objectives: pure functions over features, person ids and a logit scale, plus a registry."""
 
+from tbpr.losses.constraint import approximate_constraint_loss
 from tbpr.losses.contrastive import (
     c_itc_loss,
     cmpm_loss,
@@ -35,6 +36,7 @@ __all__ = [
     "LogitScale",
     "LossParams",
     "Views",
+    "approximate_constraint_loss",
     "c_itc_loss",
     "check_loss_weights",
     "check_per_sample",

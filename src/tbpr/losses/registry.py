@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from tbpr.errors import ConfigError
+from tbpr.losses.constraint import approximate_constraint_loss
 from tbpr.losses.contrastive import (
     c_itc_loss,
     cmpm_loss,
@@ -43,10 +44,13 @@ class LossParams:
     tal_tau: float = 0.015  # RDE's TAL temperature
     tal_margin: float = 0.1  # RDE's TAL margin
     infonce_tau: float = 0.005  # PDG's fixed temperature of hardness-aware InfoNCE (not the model's)
+    constraint_min_sim: float = 0.05  # L_c's denominator floor (tbpr.losses.constraint)
 
     def __post_init__(self) -> None:
         if not self.infonce_tau > 0:
             raise ConfigError(f"loss_params.infonce_tau={self.infonce_tau}: expected a temperature > 0")
+        if not self.constraint_min_sim > 0:
+            raise ConfigError(f"loss_params.constraint_min_sim={self.constraint_min_sim}: must be > 0")
 
 
 @dataclass
@@ -60,6 +64,8 @@ class Views:
     classifier's outputs and the training-identity classes of this process's samples (the ID loss).
     ``weights`` [N] (0/1 per row; None: all 1) keeps only the rows a clean-sample division judged clean
     in the losses (their per-sample form).
+    ``text_orig`` holds the original caption's features where ``replaced`` [N] (bool) says PDG's
+    approximate text replaced it (other rows: zeros).
     """
 
     image: Tensor
@@ -75,6 +81,8 @@ class Views:
     id_logits: dict[str, Tensor] = field(default_factory=dict)
     id_labels: Tensor | None = None
     weights: Tensor | None = None
+    text_orig: Tensor | None = None
+    replaced: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,13 @@ LOSSES: dict[str, LossSpec] = {
         ("id",),
         description="IRRA's ID loss: a classifier over the training identities on both towers' features",
     ),
+    "approx_constraint": LossSpec(
+        lambda v, p: approximate_constraint_loss(
+            v.image, v.text, v.text_orig, v.replaced, p.constraint_min_sim
+        ),
+        ("text_orig",),
+        description="PDG's L_c (eq. 16): approximate text scores below the original, summed over the batch",
+    ),
 }
 
 
@@ -198,7 +213,7 @@ def check_loss_weights(weights: Mapping[str, object]) -> dict[str, float]:
 
 
 def required_views(weights: Mapping[str, object]) -> set[str]:
-    """The extra views ('image2', 'text2', 'mlm', 'id') the configured losses read."""
+    """The extra views ('image2', 'text2', 'mlm', 'id', 'text_orig') the configured losses read."""
     return {view for name in check_loss_weights(weights) for view in LOSSES[name].extra_views}
 
 

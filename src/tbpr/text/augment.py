@@ -7,6 +7,10 @@
     store_select: accepted    # or "all": rewrites the faithfulness filter rejected too (no-TFF ablation)
     min_similarity: null      # also require a stored similarity >= this
     expand: false             # add every selected LLM rewrite as an extra training caption
+    approximate:              # PDG's approximate text (docs/pdg.md); empty ops: off
+      ops: [sdel, cdel, repl] # one drawn uniformly per altered caption
+      sigma: 0.2              # each alters floor(sigma * L) of the caption's L words
+      p: 0.5                  # probability per sample
 
 Every call applies the configured ops in the order of ``ORDER``. First the store ops (``STORE_OPS``),
 whose texts come from the caption stores: with probability p the caption is replaced by one of the
@@ -16,6 +20,10 @@ whether or not the caption has a stored text; a caption without one keeps its te
 ``caption_ids`` to have how many counted and logged once). When both store ops fire, the later one
 (``llm_rewrite``) wins. Then each configured EDA operation of ``tbpr.text.operations`` with its alpha,
 as the public TBPS-CLIP code does.
+
+PDG's approximate text is not one of these steps: the dataset applies ``ApproximateText`` to the
+augmented caption s (with a generator of its own, drawn from the same per-sample seed) and keeps both,
+s' for the contrastive losses and s for the constraint loss ``approx_constraint`` (L_c).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from tbpr.data.schema import CaptionRecord, Manifest
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.store import SELECTIONS, accepted_texts
 from tbpr.text import wordnet
-from tbpr.text.operations import OPERATIONS, USES_SYNONYMS
+from tbpr.text.operations import APPROXIMATE_OPERATIONS, OPERATIONS, USES_SYNONYMS
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +53,60 @@ _WHERE = "data.text_augment"
 
 
 @dataclass
+class ApproximateTextConfig:
+    """PDG's approximate text: with probability ``p``, one of ``ops`` (drawn uniformly) with ``sigma``."""
+
+    ops: list[str] = field(default_factory=list)
+    sigma: float = 0.2
+    p: float = 0.5
+
+    def __post_init__(self) -> None:
+        where = f"{_WHERE}.approximate"
+        for name in self.ops:
+            if name not in APPROXIMATE_OPERATIONS:
+                raise ConfigError(
+                    f"{where}.ops: unknown operation {name!r}; known: {list(APPROXIMATE_OPERATIONS)}"
+                )
+        if len(set(self.ops)) < len(self.ops):
+            raise ConfigError(f"{where}.ops {self.ops}: name each operation once (one is drawn uniformly)")
+        if not 0 < self.sigma < 1:
+            raise ConfigError(f"{where}.sigma={self.sigma}: the share of words altered, within (0, 1)")
+        if not 0 <= self.p <= 1:
+            raise ConfigError(f"{where}.p={self.p}: a probability, within [0, 1]")
+
+
+class ApproximateText:
+    """``approximate(text, rng) -> str``: s' with probability p (one op drawn uniformly), else ``text``.
+
+    Draws one ``rng.random()``, then (when it fires) the op's index and the op's own draws. Picklable;
+    loads WordNet here when REPL is configured, so a missing WordNet fails before training starts.
+    """
+
+    def __init__(self, cfg: ApproximateTextConfig):
+        self.ops = [APPROXIMATE_OPERATIONS[name] for name in cfg.ops]
+        self.sigma, self.p = cfg.sigma, cfg.p
+        if USES_SYNONYMS & set(cfg.ops):
+            wordnet.reader()
+        log.info("approximate text: %s, sigma %g, p %g", ", ".join(cfg.ops), cfg.sigma, cfg.p)
+
+    def __call__(self, text: str, rng: random.Random) -> str:
+        if not rng.random() < self.p:
+            return text
+        return self.ops[rng.randrange(len(self.ops))](text, self.sigma, rng)
+
+
+@dataclass
 class TextAugConfig:
     """``ops``: op name -> probability in [0, 1]; ``stores``: caption store files for the store ops;
-    ``store_select``/``min_similarity``: which stored texts count; ``expand``: LLM rewrites as extra captions."""
+    ``store_select``/``min_similarity``: which stored texts count; ``expand``: LLM rewrites as extra captions;
+    ``approximate``: PDG's approximate text."""
 
     ops: dict[str, float] = field(default_factory=dict)
     stores: list[str] = field(default_factory=list)
     store_select: str = "accepted"
     min_similarity: float | None = None
     expand: bool = False
+    approximate: ApproximateTextConfig = field(default_factory=ApproximateTextConfig)
 
     def __post_init__(self) -> None:
         for name, alpha in self.ops.items():

@@ -13,6 +13,11 @@ For a caption of L words (paper appendix B.1, EDA's ``eda.py``):
   and random deletion", a single alpha for all four (Table 14).
 
 n is floored as EDA's ``int(alpha * num_words)``; alpha = 0 is a no-op (EDA would still apply one).
+
+PDG's approximate text operations (``APPROXIMATE_OPERATIONS``, eqs. 9-10; docs/pdg.md) take sigma in
+place of alpha and alter N_w = floor(sigma * L) words (none in a caption shorter than 1 / sigma words):
+SDEL deletes N_w words at random positions, CDEL a span of N_w consecutive words, REPL replaces the
+words at N_w random positions (among those with synonyms) by a WordNet synonym each.
 Synonyms come from WordNet as in EDA's ``get_synonyms``: lemma names with ``_`` and ``-`` turned into
 spaces, lowercased, letters only, the word itself excluded; stop words (EDA's list) get none.
 
@@ -166,16 +171,12 @@ def random_swap(text: str, alpha: float, rng: random.Random) -> str:
     return detokenize(tokens)
 
 
-def random_deletion(text: str, alpha: float, rng: random.Random) -> str:
-    """Delete each word with probability alpha; never return a caption without words."""
-    tokens = tokenize(text)
-    positions = _word_positions(tokens)
-    if not positions:
-        return text
+def _delete(tokens: Sequence[Token], drop: set[int]) -> list[Token]:
+    """``tokens`` without those at the indices in ``drop``, orphaned separators tidied (module docstring)."""
     kept: list[Token] = []
-    deleted = False  # a word was deleted since the last kept word
-    for t in tokens:
-        if t.word and rng.random() < alpha:
+    deleted = False  # a token was deleted since the last kept word
+    for i, t in enumerate(tokens):
+        if i in drop:
             deleted = True
         elif t.word:
             kept.append(t)
@@ -185,6 +186,16 @@ def random_deletion(text: str, alpha: float, rng: random.Random) -> str:
                 kept[-1] = kept[-1]._replace(text=t.text)
         else:
             kept.append(t)
+    return kept
+
+
+def random_deletion(text: str, alpha: float, rng: random.Random) -> str:
+    """Delete each word with probability alpha; never return a caption without words."""
+    tokens = tokenize(text)
+    positions = _word_positions(tokens)
+    if not positions:
+        return text
+    kept = _delete(tokens, {i for i in positions if rng.random() < alpha})
     if not any(t.word for t in kept):
         return tokens[rng.choice(positions)].text
     return detokenize(kept)
@@ -209,5 +220,67 @@ OPERATIONS: dict[str, Operation] = {
     "random_deletion": random_deletion,
     "eda": eda,
 }
+
+
+# PDG's approximate text operations (eqs. 9-10); each alters N_w = floor(sigma * L) of the L words.
+
+
+def n_altered(sigma: float, length: int) -> int:
+    """PDG's eq. 10: N_w = floor(sigma * L), which is 0 for captions of fewer than 1 / sigma words."""
+    return int(sigma * length + 1e-9)  # the epsilon keeps 0.2 * 15 = 2.9999... at 3
+
+
+def single_deletion(text: str, sigma: float, rng: random.Random) -> str:
+    """SDEL: delete the words at N_w distinct random positions."""
+    tokens = tokenize(text)
+    positions = _word_positions(tokens)
+    n = n_altered(sigma, len(positions))
+    if not n:
+        return text
+    return detokenize(_delete(tokens, set(rng.sample(positions, n))))
+
+
+def continuous_deletion(text: str, sigma: float, rng: random.Random) -> str:
+    """CDEL: delete N_w consecutive words, the span's first word drawn uniformly among the L - N_w + 1.
+
+    Punctuation between two deleted words goes with them ("a red jacket, black trousers" minus
+    "jacket, black" gives "a red trousers"); at the span's edges the separator rule applies.
+    """
+    tokens = tokenize(text)
+    positions = _word_positions(tokens)
+    n = n_altered(sigma, len(positions))
+    if not n:
+        return text
+    start = rng.randrange(len(positions) - n + 1)
+    return detokenize(_delete(tokens, set(range(positions[start], positions[start + n - 1] + 1))))
+
+
+def synonym_substitution(
+    text: str, sigma: float, rng: random.Random, synonyms: Synonyms = wordnet_synonyms
+) -> str:
+    """REPL: replace the words at N_w distinct random positions by a random synonym each.
+
+    The positions are drawn among the words that have a synonym (non-stop words WordNet knows), all of
+    them when there are fewer than N_w; other occurrences of a replaced word stay.
+    """
+    tokens = tokenize(text)
+    positions = _word_positions(tokens)
+    candidates = [
+        i for i in positions if tokens[i].text.lower() not in STOP_WORDS and synonyms(tokens[i].text.lower())
+    ]
+    chosen = rng.sample(candidates, min(n_altered(sigma, len(positions)), len(candidates)))
+    if not chosen:
+        return text
+    for i in chosen:
+        synonym = rng.choice(synonyms(tokens[i].text.lower()))
+        tokens[i] = tokens[i]._replace(text=_match_case(synonym, tokens[i].text))
+    return detokenize(tokens)
+
+
+APPROXIMATE_OPERATIONS: dict[str, Operation] = {
+    "sdel": single_deletion,
+    "cdel": continuous_deletion,
+    "repl": synonym_substitution,
+}
 # the operations that look up synonyms (and so need WordNet)
-USES_SYNONYMS = frozenset({"synonym_replacement", "random_insertion", "eda"})
+USES_SYNONYMS = frozenset({"synonym_replacement", "random_insertion", "eda", "repl"})

@@ -161,10 +161,17 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> T
         raise ConfigError(
             "masking.scope=mlm masks captions only for the MLM loss: add losses.mlm or use scope all"
         )
-    if cfg.masking.mode == "nam" and cfg.data.text_augment.ops:
+    text = cfg.data.text_augment
+    if cfg.masking.mode == "nam" and (text.ops or text.approximate.ops):
         raise ConfigError(
-            "masking.mode=nam keeps per-token probabilities by token position, which data.text_augment.ops "
-            f"{cfg.data.text_augment.ops} change every epoch: use masking.mode=em or no text augmentation"
+            "masking.mode=nam keeps per-token probabilities by token position, which data.text_augment "
+            f"(ops {text.ops}, approximate.ops {text.approximate.ops}) changes every epoch: use "
+            "masking.mode=em or no text augmentation"
+        )
+    if "text_orig" in views and not text.approximate.ops:
+        raise ConfigError(
+            "losses.approx_constraint compares approximate captions with their originals: set "
+            "data.text_augment.approximate.ops (e.g. [sdel, cdel, repl])"
         )
     if "text2" in views and not cfg.data.text_augment.ops:
         log.warning(

@@ -40,7 +40,7 @@ from tbpr.losses.mlm import IGNORE, masked_labels
 from tbpr.models import DualEncoder
 from tbpr.models.checkpoint import atomic_torch_save, load_checkpoint, model_payload
 from tbpr.models.towers import build_tokenizer
-from tbpr.text.augment import TextAugmenter, expand_training_split
+from tbpr.text.augment import ApproximateText, TextAugmenter, expand_training_split
 from tbpr.train import distributed as dist
 from tbpr.train.config import TrainConfig
 from tbpr.train.init_from import load_init_weights
@@ -165,7 +165,9 @@ class Trainer:
             image_views=2 if "image2" in views else 1,
             text_views=2 if "text2" in views else 1,
             text_augment=text_augment,
+            approximate=ApproximateText(text_cfg.approximate) if text_cfg.approximate.ops else None,
         )
+        self.constraint = "text_orig" in views  # L_c encodes the replaced captions' originals
         dataset = SeededDataset(pairs)
         workers = cfg.data.num_workers
         self.loader = DataLoader(
@@ -339,6 +341,7 @@ class Trainer:
             # scope mlm (IRRA): the other losses keep the unmasked captions (a new tensor, no aliasing)
             batch["tokens_mlm" if self.cfg.masking.scope == "mlm" else "tokens"] = masked
         keys = ("image", "image2", "tokens", "tokens2", "tokens_full", "tokens_mlm", "mlm_labels", "pid")
+        keys += self.constraint * ("tokens_orig", "replaced")
         inputs = {key: batch[key].to(self.device, non_blocking=True) for key in keys if key in batch}
         net = self.ddp or self.forward
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
@@ -367,6 +370,8 @@ class Trainer:
             weights=None
             if self.clean is None
             else dist.all_gather_no_grad(self.clean[batch["caption_index"]].to(self.device)),
+            text_orig=gather(out.get("text_orig")),
+            replaced=dist.all_gather_no_grad(inputs["replaced"]) if self.constraint else None,
         )
         return compute_losses(self.cfg.losses, views, self.cfg.loss_params)
 

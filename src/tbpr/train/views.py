@@ -9,6 +9,9 @@ labelled positions, from the last blocks' token outputs (the MLM head): of the s
 the batch has "tokens_mlm" (``masking.scope: mlm``, IRRA), of a separate text forward of those masked
 captions, while "text" stays the features of the unmasked "tokens". With ``id_head``, "id_logits"
 {'image', 'text'}: the ID classifier on both towers' features.
+With "tokens_orig" and "replaced" (PDG's approximate text, for L_c), the original captions of the
+replaced rows only are encoded, in the text tower's one forward, and returned as "text_orig" [N, D] with
+zero rows where nothing was replaced (the loss masks them).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from tbpr.train.nam import max_patch_similarity
 
 class MultiViewForward(nn.Module):
     """``forward(batch)`` -> {'image', 'text', ['image2'], ['text2'], 'ss', 'logit_scale', ['nam_max_sim'],
-    ['mlm_logits'], ['id_logits']}."""
+    ['mlm_logits'], ['id_logits'], ['text_orig']}."""
 
     def __init__(
         self,
@@ -40,11 +43,16 @@ class MultiViewForward(nn.Module):
         self.mlm = mlm
         self.id_head = id_head
 
-    def _encode(self, encode, first: Tensor, second: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        if second is None:
-            return encode(first, normalize=False), None
-        both = encode(torch.cat([first, second]), normalize=False)
-        return both[: len(first)], both[len(first) :]
+    @staticmethod
+    def _encode(encode, *views: Tensor | None) -> list[Tensor | None]:
+        """Each given view's features, from one forward over their concatenation (None stays None)."""
+        given = [v for v in views if v is not None]
+        feats = encode(torch.cat(given) if len(given) > 1 else given[0], normalize=False)
+        out, start = [], 0
+        for v in views:
+            out.append(None if v is None else feats[start : start + len(v)])
+            start += 0 if v is None else len(v)
+        return out
 
     def forward(self, batch: dict[str, Tensor]) -> dict:
         out: dict = {"logit_scale": self.model.logit_scale, "ss": {}}
@@ -74,13 +82,18 @@ class MultiViewForward(nn.Module):
         return out
 
     def _towers(self, batch: dict[str, Tensor], out: dict) -> None:
-        for tower, encode, first, second in (
-            ("image", self.model.encode_image, batch["image"], batch.get("image2")),
-            ("text", self.model.encode_text, batch["tokens"], batch.get("tokens2")),
+        replaced = batch.get("replaced")  # with "tokens_orig": encode the original of each replaced caption
+        originals = None if replaced is None else batch["tokens_orig"][replaced]
+        for tower, encode, views in (
+            ("image", self.model.encode_image, (batch["image"], batch.get("image2"))),
+            ("text", self.model.encode_text, (batch["tokens"], batch.get("tokens2"), originals)),
         ):
-            out[tower], view2 = self._encode(encode, first, second)
+            out[tower], view2, *more = self._encode(encode, *views)
             if view2 is not None:
                 out[f"{tower}2"] = view2
             if tower in self.ss_towers:
                 out["ss"][tower] = self.model.ss_project(tower, out[tower])
                 out["ss"][f"{tower}2"] = self.model.ss_project(tower, view2)
+        if replaced is not None:  # zeros in the rows not replaced, so every rank gathers [N, D]
+            text = out["text"]
+            out["text_orig"] = text.new_zeros(text.shape).index_put((replaced,), more[0].to(text.dtype))
