@@ -2,7 +2,6 @@
 checkpoints, and the token-id consumers that refuse towers they cannot serve."""
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from components import missing
 from tbpr.data.tokenizer import PretrainedTokenizer
 from tbpr.errors import ConfigError
 from tbpr.models import DualEncoder, ModelConfig, load_model, save_model
@@ -27,9 +27,7 @@ CAPTIONS = ["a woman in a red jacket and black trousers", "a man with a blue bac
 def need(module: str) -> None:
     """The shipped weights are pinned dependencies: missing under CI is a failure, locally a skip."""
     if importlib.util.find_spec(module) is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{module} is not installed (pinned in constraints.txt)")
-        pytest.skip(f"{module} is not installed")
+        missing(f"the Python package {module}", "make setup installs it: it is pinned in constraints.txt")
 
 
 @pytest.fixture(scope="module")
