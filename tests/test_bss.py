@@ -10,9 +10,9 @@ import random
 import pytest
 
 from tbpr.config import from_dict
+from tbpr.data.caption_store import accepted_texts
 from tbpr.data.check import load_training_manifest
 from tbpr.errors import ConfigError, DataError
-from tbpr.generate.store import accepted_texts
 from tbpr.text.augment import TextAugConfig, TextAugmenter, expand_manifest
 from tbpr.text.operations import OPERATIONS
 from tbpr.train import load_config
@@ -202,7 +202,7 @@ def test_store_select_all_is_the_first_output_only_the_faithfulness_filter_rejec
 
 
 def test_min_similarity_requires_a_score_and_says_what_it_left_out(ablation_store, caplog):
-    with caplog.at_level(logging.WARNING, logger="tbpr.generate.store"):
+    with caplog.at_level(logging.WARNING, logger="tbpr.data.caption_store"):
         texts = accepted_texts([ablation_store], "llm_rewrite", select="all", min_similarity=0.8)
     assert texts == {5: ["a woman with a red jacket."], 6: ["a woman in a blue jacket."]}
     assert "1 llm_rewrite record(s) have no similarity score" in caplog.text  # key 8

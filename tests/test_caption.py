@@ -14,11 +14,11 @@ from PIL import Image
 
 from llm_server import cached_folder, smollm2_folder, transformers_serve
 from tbpr.cli import main
+from tbpr.data.caption_store import CaptionStore
 from tbpr.errors import DataError
 from tbpr.generate.caption import METHOD, caption_images, image_id, scan_images, slot
 from tbpr.generate.chat import ChatClient, ChatSettings, Failure, Reply
 from tbpr.generate.jobs import Shard
-from tbpr.generate.store import CaptionStore
 from tbpr.generate.templates import STATIC, load_templates
 from tbpr.generate.vision import TransformersVisionBackend, VisionChatBackend
 

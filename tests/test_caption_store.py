@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from tbpr.data import caption_store as store_mod
+from tbpr.data.caption_store import CaptionStore, StoreRecord, accepted_texts, record_key
 from tbpr.errors import ConfigError, DataError
-from tbpr.generate import store as store_mod
-from tbpr.generate.store import CaptionStore, StoreRecord, accepted_texts, record_key
 
 SPEC_FIELDS = {
     "key",

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tbpr.cli.augment_filter_cmd import register_filter_commands
+from tbpr.data.caption_store import CaptionStore, StoreRecord, record_key
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate import faithfulness
 from tbpr.generate.faithfulness import (
@@ -17,7 +18,6 @@ from tbpr.generate.faithfulness import (
     refilter,
     resolve_model,
 )
-from tbpr.generate.store import CaptionStore, StoreRecord, record_key
 
 ORIGINAL = "a man in a red jacket and black trousers"
 PARAPHRASE = "a man wearing a red coat and dark pants"

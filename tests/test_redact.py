@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from tbpr.cli import main
+from tbpr.data.caption_store import CaptionStore
 from tbpr.errors import ConfigError
 from tbpr.generate.chat import ChatClient, Failure
-from tbpr.generate.store import CaptionStore
 from tbpr.redact import REDACTED, redact
 
 KEY = "sk-test-0123456789abcdef"

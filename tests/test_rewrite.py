@@ -19,6 +19,7 @@ import pytest
 
 from llm_server import free_port, smollm2_folder, smollm2_gguf
 from tbpr.cli import main
+from tbpr.data.caption_store import CaptionStore, accepted_texts, record_key
 from tbpr.data.check import load_training_manifest
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.chat import ChatClient, ChatSettings
@@ -26,7 +27,6 @@ from tbpr.generate.jobs import Shard
 from tbpr.generate.llm import ChatBackend, TransformersBackend
 from tbpr.generate.prompts import FEW_SHOT, PAPER
 from tbpr.generate.rewrite import request_seed, rewrite_captions
-from tbpr.generate.store import CaptionStore, accepted_texts, record_key
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from tbpr.cli.augment_status_cmd import register_status_commands
+from tbpr.data.caption_store import CaptionStore, StoreRecord, record_key
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.status import (
     default_status_dir,
@@ -16,7 +17,6 @@ from tbpr.generate.status import (
     store_status,
     write_status,
 )
-from tbpr.generate.store import CaptionStore, StoreRecord, record_key
 
 
 def rewrite(caption_id, text, accepted=True, reason=None, similarity=None, n=0, attempt=1, source=None):

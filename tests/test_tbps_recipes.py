@@ -132,7 +132,7 @@ def test_train_fraction_keeps_whole_identities(tmp_path, synth_tiny):
 
 
 def test_back_translations_come_from_a_store_inside_the_dataset_folder(tmp_path, synth_tiny):
-    from tbpr.generate.store import CaptionStore, StoreRecord, record_key, utc_now
+    from tbpr.data.caption_store import CaptionStore, StoreRecord, record_key, utc_now
 
     data = tmp_path / "data"
     shutil.copytree(synth_tiny, data)

@@ -8,10 +8,10 @@ import yaml
 
 from llm_server import smollm2_folder
 from tbpr.cli import main
+from tbpr.data.caption_store import CaptionStore, StoreRecord
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.caption import METHOD, image_id
 from tbpr.generate.chat import Failure, Reply
-from tbpr.generate.store import CaptionStore, StoreRecord
 from tbpr.generate.templates import (
     DYNAMIC,
     STATIC,

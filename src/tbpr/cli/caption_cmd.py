@@ -115,9 +115,9 @@ def _caption(args: argparse.Namespace, settings) -> int:
 def _templates(args: argparse.Namespace, settings) -> int:
     import yaml
 
+    from tbpr.data.caption_store import accepted_texts
     from tbpr.generate.caption import METHOD
     from tbpr.generate.llm import ChatBackend, TransformersBackend
-    from tbpr.generate.store import accepted_texts
     from tbpr.generate.templates import derive_templates, load_templates, write_templates
 
     captions = [t for texts in accepted_texts([args.from_store], METHOD).values() for t in texts]

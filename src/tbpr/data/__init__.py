@@ -1,7 +1,8 @@
 """Datasets: readers into the canonical manifest, checks, statistics, and the torch input pipeline.
 
 This package namespace re-exports the torch-free part; the input pipeline lives in
-``tbpr.data.transforms``, ``tbpr.data.tokenizer``, ``tbpr.data.datasets`` and ``tbpr.data.samplers``.
+``tbpr.data.transforms``, ``tbpr.data.tokenizer``, ``tbpr.data.datasets`` and ``tbpr.data.samplers``;
+generated captions are read and written through ``tbpr.data.caption_store``.
 """
 
 from tbpr.data.check import CheckReport, check_dataset, load_training_manifest

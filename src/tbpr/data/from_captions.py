@@ -18,8 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tbpr.data.caption_store import CaptionStore
 from tbpr.errors import ConfigError, DataError
-from tbpr.generate.store import CaptionStore
 
 log = logging.getLogger(__name__)
 

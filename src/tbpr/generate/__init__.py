@@ -1,5 +1,6 @@
-"""Generated captions: caption stores with provenance, chat and translation backends, generation jobs.
+"""Generated captions: chat and translation backends and the generation jobs that fill caption stores
+(the store format itself is ``tbpr.data.caption_store``: training reads it).
 
 Submodules load their heavy dependencies (transformers, httpx) only when imported:
-``store`` (the JSONL caption store), ``chat`` (OpenAI-compatible client), ``translate`` (back translation).
+``chat`` (OpenAI-compatible client), ``translate`` (back translation).
 """

@@ -20,12 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tbpr.data.caption_store import CaptionStore, KeyProgress, StoreRecord, record_key
 from tbpr.data.image_files import list_image_files
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.chat import Failure
 from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, request_settings
 from tbpr.generate.rewrite import request_seed
-from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, record_key
 from tbpr.generate.templates import INSTRUCTIONS, clean_caption, instruction, pick_template, templates_hash
 from tbpr.generate.vision import ImageBackend
 

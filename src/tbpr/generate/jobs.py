@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from tbpr.data.caption_store import CaptionStore, KeyProgress, StoreRecord, add_progress, record_key
 from tbpr.data.schema import CaptionRecord
 from tbpr.errors import ConfigError, DataError
-from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, add_progress, record_key
 
 log = logging.getLogger(__name__)
 W = TypeVar("W")  # one unit of work of a job, e.g. (caption, n)

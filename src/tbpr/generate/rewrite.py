@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tbpr.data.caption_store import CaptionStore, KeyProgress, StoreRecord, record_key
 from tbpr.data.schema import CaptionRecord, Manifest
 from tbpr.errors import ConfigError
 from tbpr.generate.chat import Failure
 from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, check_same_captions, request_settings
 from tbpr.generate.llm import TextBackend
 from tbpr.generate.prompts import PromptTemplate
-from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, record_key
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tbpr.atomic import atomic_write, write_json
+from tbpr.data.caption_store import CaptionStore, StoreRecord
 from tbpr.errors import ConfigError, DataError
-from tbpr.generate.store import CaptionStore, StoreRecord
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+from tbpr.data.caption_store import CaptionStore, KeyProgress, StoreRecord, record_key
 from tbpr.data.schema import CaptionRecord, Manifest
 from tbpr.errors import ConfigError
 from tbpr.generate.chat import ChatClient, Failure
 from tbpr.generate.jobs import JobSummary, ask_in_rounds, check_same_captions
-from tbpr.generate.store import CaptionStore, KeyProgress, StoreRecord, record_key
 
 log = logging.getLogger(__name__)
 

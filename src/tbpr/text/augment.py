@@ -33,9 +33,9 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from tbpr.data.caption_store import SELECTIONS, accepted_texts
 from tbpr.data.schema import CaptionRecord, Manifest
 from tbpr.errors import ConfigError, DataError
-from tbpr.generate.store import SELECTIONS, accepted_texts
 from tbpr.text import wordnet
 from tbpr.text.operations import APPROXIMATE_OPERATIONS, OPERATIONS, USES_SYNONYMS
 
