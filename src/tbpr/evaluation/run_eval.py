@@ -3,26 +3,52 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from tbpr.config import from_dict
 from tbpr.data.check import load_checked_split
-from tbpr.data.holdout import resolve_val_split
+from tbpr.data.holdout import ValSplitConfig, resolve_val_split
 from tbpr.data.readers import read_dataset
 from tbpr.data.schema import Manifest
 from tbpr.data.tokenizer import PretrainedTokenizer, Tokenizer
-from tbpr.data.transforms import build_image_transform
+from tbpr.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_image_transform
 from tbpr.errors import ConfigError
 from tbpr.evaluation.evaluator import EncodedSplit, encode_split, score
 from tbpr.evaluation.figures import render_retrieval_figure
-from tbpr.models import DualEncoder
+from tbpr.models import DualEncoder, ModelConfig
 from tbpr.models.checkpoint import load_checkpoint, model_from_payload
-from tbpr.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    """The fields of a run's saved ``data`` section that evaluation reads (defaults: ``tbpr.train.config``'s)."""
+
+    path: str = ""
+    val_split: ValSplitConfig = field(default_factory=ValSplitConfig)
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    std: tuple[float, float, float] = OPENAI_CLIP_STD
+
+
+@dataclass
+class RunConfig:
+    """What evaluation reads of the training config saved in a checkpoint; the rest is training's business,
+    so evaluation does not depend on ``tbpr.train``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: RunData = field(default_factory=RunData)
+    init_from: str | None = None
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> RunConfig:
+        picked = {k: saved[k] for k in ("model", "init_from") if k in saved}
+        data = saved.get("data", {})
+        picked["data"] = {k: data[k] for k in ("path", "val_split", "mean", "std") if k in data}
+        return from_dict(cls, picked)
 
 
 @dataclass
@@ -30,7 +56,7 @@ class LoadedRun:
     """A trained model with the preprocessing it was trained with."""
 
     model: DualEncoder
-    config: TrainConfig
+    config: RunConfig
     checkpoint: Path
 
     def image_transform(self):
@@ -70,7 +96,7 @@ def resolve_checkpoint(run: Path, checkpoint: str = "best") -> Path:
 def load_run(run: Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
     path = resolve_checkpoint(run, checkpoint)
     payload = load_checkpoint(path)
-    config = from_dict(TrainConfig, payload.get("config", {}))
+    config = RunConfig.from_saved(payload.get("config", {}))
     model = model_from_payload(payload, path).to(device).eval()
     return LoadedRun(model, config, path)
 

@@ -12,6 +12,7 @@ from tbpr.config import apply_overrides, from_dict, load_yaml, to_dict
 from tbpr.data.fewshot import check_fraction
 from tbpr.data.holdout import ValSplitConfig
 from tbpr.data.image_augment import ImageAugConfig
+from tbpr.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from tbpr.errors import ConfigError
 from tbpr.losses import LOSSES, LossParams, check_loss_weights, required_ss_heads, required_views
 from tbpr.models import ModelConfig
@@ -43,8 +44,8 @@ class DataConfig:
     train_fraction: float = 1.0  # few-shot: keep this fraction of the training identities (seeded)
     # the split checkpoints are selected on: the dataset's, or identities carved from training (tbpr.data.holdout)
     val_split: ValSplitConfig = field(default_factory=ValSplitConfig)
-    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    std: tuple[float, float, float] = OPENAI_CLIP_STD
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
