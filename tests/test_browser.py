@@ -245,6 +245,12 @@ def test_find_similar_from_a_result_and_from_the_enlarged_view(browser, open_ser
     page.locator("#results .result").nth(1).click()
     page.wait_for_selector("#viewer[open]")
     page.click("#viewer-similar")
+    # the previous 5 results stay on the page until the new answer arrives: wait for the new URL first
+    page.wait_for_url(f"{open_server}/?{urlencode({'similar': expected[1].id, 'k': 5})}")
+    page.wait_for_function(
+        "path => document.querySelector('#status').textContent.includes('similar to ' + path)",
+        arg=expected[1].path,
+    )
     session.wait_for_results(5)
     again = tiny_searcher.similar(expected[1].id, k=5)
     assert page.locator("#results .path").all_text_contents() == [r.path.split("/")[-1] for r in again]
