@@ -225,6 +225,17 @@ def test_the_search_is_in_the_url_survives_a_reload_and_can_be_shared(browser, o
     session.context.close()
 
 
+def wait_for_similar(page, server: str, source) -> None:
+    """Until the page shows the answer for images like ``source``: the previous five results stay on the
+    page while the request runs, so a count of results alone says nothing."""
+    page.wait_for_url(f"{server}/?{urlencode({'similar': source.id, 'k': 5})}")
+    page.wait_for_function(
+        "path => document.querySelector('#status').textContent.includes('similar to ' + path)",
+        arg=source.path,
+    )
+    page.wait_for_function(ALL_IMAGES_LOADED, arg=5, timeout=20_000)
+
+
 def test_find_similar_from_a_result_and_from_the_enlarged_view(browser, open_server, tiny_searcher):
     session = Page(browser)
     page = session.page
@@ -232,7 +243,7 @@ def test_find_similar_from_a_result_and_from_the_enlarged_view(browser, open_ser
     session.search(k=5)
     first = tiny_searcher.search(QUERY, k=5)[0]
     page.locator("#results .similar").first.click()
-    session.wait_for_results(5)
+    wait_for_similar(page, open_server, first)
     expected = tiny_searcher.similar(first.id, k=5)
     assert page.locator("#results .caption span").all_text_contents() == [f"{r.score:.3f}" for r in expected]
     assert page.locator("#results .path").all_text_contents() == [r.path.split("/")[-1] for r in expected]
@@ -245,13 +256,7 @@ def test_find_similar_from_a_result_and_from_the_enlarged_view(browser, open_ser
     page.locator("#results .result").nth(1).click()
     page.wait_for_selector("#viewer[open]")
     page.click("#viewer-similar")
-    # the previous 5 results stay on the page until the new answer arrives: wait for the new URL first
-    page.wait_for_url(f"{open_server}/?{urlencode({'similar': expected[1].id, 'k': 5})}")
-    page.wait_for_function(
-        "path => document.querySelector('#status').textContent.includes('similar to ' + path)",
-        arg=expected[1].path,
-    )
-    session.wait_for_results(5)
+    wait_for_similar(page, open_server, expected[1])
     again = tiny_searcher.similar(expected[1].id, k=5)
     assert page.locator("#results .path").all_text_contents() == [r.path.split("/")[-1] for r in again]
     session.assert_stayed_local()
