@@ -134,7 +134,10 @@ def test_search_enlarge_and_close_with_the_keyboard(browser, open_server, tiny_s
     assert session.viewer_title().startswith("Rank 1") and page.is_disabled("#viewer-prev")
     page.keyboard.press("Escape")
     page.wait_for_selector("#viewer:not([open])", state="attached")
-    assert page.evaluate("document.activeElement.getAttribute('aria-label')").startswith("Rank 1, score")
+    page.wait_for_function(
+        "() => (document.activeElement.getAttribute('aria-label') || '').startsWith('Rank 1, score')",
+        timeout=5_000,
+    )
 
     # a click outside the enlarged view closes it, a click inside does not; focus returns to the result shown
     page.locator("#results .result").nth(3).click()
@@ -145,7 +148,11 @@ def test_search_enlarge_and_close_with_the_keyboard(browser, open_server, tiny_s
     assert page.is_visible("#viewer")
     page.mouse.click(5, 5)
     page.wait_for_selector("#viewer:not([open])", state="attached")
-    assert page.evaluate("document.activeElement.getAttribute('aria-label')").startswith("Rank 5, score")
+    # focus moves back after the dialog's close event: wait for it rather than read it at once
+    page.wait_for_function(
+        "() => (document.activeElement.getAttribute('aria-label') || '').startsWith('Rank 5, score')",
+        timeout=5_000,
+    )
 
     # the k selector
     page.fill("#query", "")
