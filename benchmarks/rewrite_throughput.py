@@ -32,9 +32,9 @@ import torch
 from tbpr.data.check import load_training_manifest
 from tbpr.data.synthpedes import generate
 from tbpr.generate.chat import ChatClient, ChatSettings
-from tbpr.generate.faithfulness import SimilarityScorer
 from tbpr.generate.llm import ChatBackend, TransformersBackend
-from tbpr.generate.prompts import PAPER
+from tbpr.generate.text.faithfulness import SimilarityScorer
+from tbpr.generate.text.prompts import PAPER
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from llm_server import smollm2_folder, transformers_serve  # noqa: E402

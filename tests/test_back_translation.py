@@ -15,7 +15,7 @@ from tbpr.data.caption_store import CaptionStore, accepted_texts
 from tbpr.data.check import load_training_manifest
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.chat import ChatClient, ChatSettings, Failure
-from tbpr.generate.translate import ChatTranslator, MarianTranslator, back_translate
+from tbpr.generate.text.translate import ChatTranslator, MarianTranslator, back_translate
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 

@@ -16,11 +16,11 @@ from llm_server import cached_folder, smollm2_folder, transformers_serve
 from tbpr.cli import main
 from tbpr.data.caption_store import CaptionStore
 from tbpr.errors import DataError
-from tbpr.generate.caption import METHOD, caption_images, image_id, scan_images, slot
 from tbpr.generate.chat import ChatClient, ChatSettings, Failure, Reply
 from tbpr.generate.jobs import Shard
-from tbpr.generate.templates import STATIC, load_templates
-from tbpr.generate.vision import TransformersVisionBackend, VisionChatBackend
+from tbpr.generate.text.caption import METHOD, caption_images, image_id, scan_images, slot
+from tbpr.generate.text.templates import STATIC, load_templates
+from tbpr.generate.text.vision import TransformersVisionBackend, VisionChatBackend
 
 GOOD = "A woman with long black hair wears a red jacket, blue jeans and white shoes, carrying a black bag."
 

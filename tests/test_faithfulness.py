@@ -7,8 +7,8 @@ import pytest
 from tbpr.cli.augment_filter_cmd import register_filter_commands
 from tbpr.data.caption_store import CaptionStore, StoreRecord, record_key
 from tbpr.errors import ConfigError, DataError
-from tbpr.generate import faithfulness
-from tbpr.generate.faithfulness import (
+from tbpr.generate.text import faithfulness
+from tbpr.generate.text.faithfulness import (
     FaithfulnessFilter,
     FilterConfig,
     SimilarityScorer,

@@ -8,8 +8,8 @@ import pytest
 from tbpr.cli.augment_filter_cmd import register_filter_commands
 from tbpr.data.synthpedes.vocabulary import FORMS
 from tbpr.errors import DataError
-from tbpr.generate.faithfulness import SimilarityScorer
-from tbpr.generate.filter_eval import KINDS, evaluate_filter, plant_rewrites, rejection_metrics
+from tbpr.generate.text.faithfulness import SimilarityScorer
+from tbpr.generate.text.filter_eval import KINDS, evaluate_filter, plant_rewrites, rejection_metrics
 
 
 @pytest.fixture

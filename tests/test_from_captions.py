@@ -14,7 +14,7 @@ from tbpr.data.caption_store import CaptionStore, StoreRecord
 from tbpr.data.from_captions import build_from_captions
 from tbpr.data.samplers import PerImageBatchSampler
 from tbpr.errors import DataError
-from tbpr.generate.caption import METHOD, image_id
+from tbpr.generate.text.caption import METHOD, image_id
 
 
 def _record(rel, n, text, accepted=True, model="m1", method=METHOD):

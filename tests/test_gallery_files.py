@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tbpr.generate.caption import scan_images
+from tbpr.generate.text.caption import scan_images
 from tbpr.search.index import build_index, read_index_meta
 from tbpr.search.searcher import Searcher
 from tbpr.search.service import create_app

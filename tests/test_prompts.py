@@ -3,7 +3,7 @@
 import pytest
 
 from tbpr.errors import ConfigError
-from tbpr.generate.prompts import FEW_SHOT, PAPER, PromptTemplate, get_prompt
+from tbpr.generate.text.prompts import FEW_SHOT, PAPER, PromptTemplate, get_prompt
 
 CAPTION = "A man in a {red} jacket."  # braces in a caption must not be taken for template fields
 

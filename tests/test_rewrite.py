@@ -25,8 +25,8 @@ from tbpr.errors import ConfigError, DataError
 from tbpr.generate.chat import ChatClient, ChatSettings
 from tbpr.generate.jobs import Shard
 from tbpr.generate.llm import ChatBackend, TransformersBackend
-from tbpr.generate.prompts import FEW_SHOT, PAPER
-from tbpr.generate.rewrite import request_seed, rewrite_captions
+from tbpr.generate.text.prompts import FEW_SHOT, PAPER
+from tbpr.generate.text.rewrite import request_seed, rewrite_captions
 
 
 @dataclass(frozen=True)

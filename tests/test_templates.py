@@ -10,9 +10,9 @@ from llm_server import smollm2_folder
 from tbpr.cli import main
 from tbpr.data.caption_store import CaptionStore, StoreRecord
 from tbpr.errors import ConfigError, DataError
-from tbpr.generate.caption import METHOD, image_id
 from tbpr.generate.chat import Failure, Reply
-from tbpr.generate.templates import (
+from tbpr.generate.text.caption import METHOD, image_id
+from tbpr.generate.text.templates import (
     DYNAMIC,
     STATIC,
     clean_caption,

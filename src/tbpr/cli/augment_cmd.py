@@ -74,7 +74,7 @@ def _register_backtranslate(actions: argparse._SubParsersAction) -> None:
 def _translator(args: argparse.Namespace, stack: contextlib.ExitStack):
     """The translator the options ask for (a chat client is closed with ``stack``)."""
     from tbpr.generate.chat import ChatSettings
-    from tbpr.generate.translate import ChatTranslator, MarianTranslator, marian_hub_name
+    from tbpr.generate.text.translate import ChatTranslator, MarianTranslator, marian_hub_name
 
     if args.backend == "marian":
         models = {
@@ -86,7 +86,7 @@ def _translator(args: argparse.Namespace, stack: contextlib.ExitStack):
 
 
 def _backtranslate(args: argparse.Namespace) -> int:
-    from tbpr.generate.translate import back_translate
+    from tbpr.generate.text.translate import back_translate
 
     manifest = train_split(args)
     with contextlib.ExitStack() as stack:

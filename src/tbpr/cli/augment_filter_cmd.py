@@ -80,8 +80,8 @@ def _register_filter_eval(actions: argparse._SubParsersAction) -> None:
 def _filter(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from tbpr.generate.faithfulness import refilter
-    from tbpr.generate.prompts import get_prompt
+    from tbpr.generate.text.faithfulness import refilter
+    from tbpr.generate.text.prompts import get_prompt
 
     cfg = replace(filter_config(args, args.device), batch_size=args.batch_size)
     prompt_texts = get_prompt(args.prompt).instruction_texts() if args.prompt else None
@@ -96,7 +96,7 @@ def _filter(args: argparse.Namespace) -> int:
 def _filter_eval(args: argparse.Namespace) -> int:
     from tbpr.atomic import write_text
     from tbpr.errors import ConfigError
-    from tbpr.generate.filter_eval import evaluate_filter
+    from tbpr.generate.text.filter_eval import evaluate_filter
 
     if args.captions < 1:
         raise ConfigError(f"--captions {args.captions}: give at least 1")

@@ -78,11 +78,11 @@ def register_rewrite_command(actions: argparse._SubParsersAction) -> None:
 
 
 def _rewrite(args: argparse.Namespace) -> int:
-    from tbpr.generate.faithfulness import FaithfulnessFilter
     from tbpr.generate.jobs import Shard
     from tbpr.generate.llm import ChatBackend, TransformersBackend
-    from tbpr.generate.prompts import get_prompt
-    from tbpr.generate.rewrite import rewrite_captions
+    from tbpr.generate.text.faithfulness import FaithfulnessFilter
+    from tbpr.generate.text.prompts import get_prompt
+    from tbpr.generate.text.rewrite import rewrite_captions
 
     prompt = get_prompt(args.prompt)
     shard = Shard.parse(args.shard)

@@ -83,10 +83,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _caption(args: argparse.Namespace, settings) -> int:
-    from tbpr.generate.caption import caption_images
     from tbpr.generate.jobs import Shard
-    from tbpr.generate.templates import load_templates
-    from tbpr.generate.vision import TransformersVisionBackend, VisionChatBackend
+    from tbpr.generate.text.caption import caption_images
+    from tbpr.generate.text.templates import load_templates
+    from tbpr.generate.text.vision import TransformersVisionBackend, VisionChatBackend
 
     shard = Shard.parse(args.shard)
     templates = load_templates(args.templates) if args.instruction == "dynamic" else []
@@ -116,9 +116,9 @@ def _templates(args: argparse.Namespace, settings) -> int:
     import yaml
 
     from tbpr.data.caption_store import accepted_texts
-    from tbpr.generate.caption import METHOD
     from tbpr.generate.llm import ChatBackend, TransformersBackend
-    from tbpr.generate.templates import derive_templates, load_templates, write_templates
+    from tbpr.generate.text.caption import METHOD
+    from tbpr.generate.text.templates import derive_templates, load_templates, write_templates
 
     captions = [t for texts in accepted_texts([args.from_store], METHOD).values() for t in texts]
     existing = load_templates(args.templates)

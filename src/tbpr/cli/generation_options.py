@@ -115,7 +115,7 @@ def train_split(args: argparse.Namespace):
 
 
 def add_filter_options(p: argparse.ArgumentParser) -> None:
-    """The Text Faithfulness Filter's settings (``tbpr.generate.faithfulness.FilterConfig``)."""
+    """The Text Faithfulness Filter's settings (``tbpr.generate.text.faithfulness.FilterConfig``)."""
     group = p.add_argument_group("text faithfulness filter")
     group.add_argument(
         "--alpha",
@@ -144,7 +144,7 @@ def add_filter_options(p: argparse.ArgumentParser) -> None:
 
 
 def filter_config(args: argparse.Namespace, device: str = "cpu"):
-    from tbpr.generate.faithfulness import FilterConfig
+    from tbpr.generate.text.faithfulness import FilterConfig
 
     reject = ("changed", "invented", "dropped") if args.reject_dropped else ("changed", "invented")
     return FilterConfig(

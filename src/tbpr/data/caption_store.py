@@ -198,7 +198,7 @@ class CaptionStore:
 
 
 SELECTIONS = ("accepted", "all")
-# rejection reasons of the faithfulness filter (tbpr.generate.faithfulness): the rewrites the "all" selection uses
+# rejection reasons of the faithfulness filter (tbpr.generate.text.faithfulness): the rewrites the "all" selection uses
 FAITHFULNESS_REASONS = ("similarity", "attribute")
 
 

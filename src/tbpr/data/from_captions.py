@@ -23,7 +23,7 @@ from tbpr.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-METHOD = "mllm_caption"  # tbpr.generate.caption.METHOD (not imported: training needs only the sampler)
+METHOD = "mllm_caption"  # tbpr.generate.text.caption.METHOD (not imported: training needs only the sampler)
 
 
 @dataclass

@@ -25,9 +25,15 @@ from tbpr.data.image_files import list_image_files
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.chat import Failure
 from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, request_settings
-from tbpr.generate.rewrite import request_seed
-from tbpr.generate.templates import INSTRUCTIONS, clean_caption, instruction, pick_template, templates_hash
-from tbpr.generate.vision import ImageBackend
+from tbpr.generate.text.rewrite import request_seed
+from tbpr.generate.text.templates import (
+    INSTRUCTIONS,
+    clean_caption,
+    instruction,
+    pick_template,
+    templates_hash,
+)
+from tbpr.generate.text.vision import ImageBackend
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import numpy as np
 from tbpr.atomic import atomic_write
 from tbpr.data.caption_store import CaptionStore, StoreRecord
 from tbpr.errors import ConfigError, DataError
-from tbpr.generate.rewrite import METHOD, TRUNCATED
+from tbpr.generate.text.rewrite import METHOD, TRUNCATED
 from tbpr.text.attributes import FINDINGS, compare_many, lexicon_hash, lexicon_words
 
 log = logging.getLogger(__name__)

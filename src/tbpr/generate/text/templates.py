@@ -19,8 +19,8 @@ import yaml
 
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.chat import Failure
-from tbpr.generate.faithfulness import basic_rejection, clean_rewrite
 from tbpr.generate.llm import TextBackend
+from tbpr.generate.text.faithfulness import basic_rejection, clean_rewrite
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from tbpr.data.synthpedes.attributes import COLOURS
 from tbpr.data.synthpedes.captions import Mention, Slot, _Grammar, render
 from tbpr.data.synthpedes.vocabulary import FORMS
 from tbpr.errors import DataError
-from tbpr.generate.faithfulness import DEFAULT_MODEL, FaithfulnessFilter, FilterConfig, Verdict
+from tbpr.generate.text.faithfulness import DEFAULT_MODEL, FaithfulnessFilter, FilterConfig, Verdict
 
 log = logging.getLogger(__name__)
 

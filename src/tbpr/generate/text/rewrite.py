@@ -24,7 +24,7 @@ from tbpr.errors import ConfigError
 from tbpr.generate.chat import Failure
 from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, check_same_captions, request_settings
 from tbpr.generate.llm import TextBackend
-from tbpr.generate.prompts import PromptTemplate
+from tbpr.generate.text.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Verdict(Protocol):
 
 
 class Judge(Protocol):
-    """Cleans and judges rewrites (``tbpr.generate.faithfulness.FaithfulnessFilter``)."""
+    """Cleans and judges rewrites (``tbpr.generate.text.faithfulness.FaithfulnessFilter``)."""
 
     @property
     def settings(self) -> dict[str, Any]: ...
