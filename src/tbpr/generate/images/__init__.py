@@ -1,0 +1,1 @@
+"""Image generation: backends that make person images, and the diffusion library they use."""
