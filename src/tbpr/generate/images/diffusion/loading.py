@@ -29,11 +29,16 @@ def dtype_for(device: str) -> torch.dtype:
 
 
 def load_pipeline(
-    model: str | Path, kind: str = "text2image", device: str = "cpu", lora: str | Path | None = None
+    model: str | Path,
+    kind: str = "text2image",
+    device: str = "cpu",
+    lora: str | Path | None = None,
+    dtype: torch.dtype | None = None,
 ):
     """The ``kind`` pipeline (text2image: StableDiffusionPipeline or compatible; instruct: InstructPix2Pix)
     of ``model``, a local folder with ``model_index.json`` or a hub name, on ``device``; ``lora`` adds
-    LoRA weights saved by ``tbpr generate finetune --lora``."""
+    LoRA weights saved by ``tbpr generate finetune --lora-rank``; ``dtype`` overrides fp16/fp32 (training
+    keeps fp32 weights)."""
     if kind not in PIPELINES:
         raise ConfigError(f"pipeline kind must be one of {sorted(PIPELINES)}, not {kind!r}")
     source = str(model)
@@ -47,7 +52,7 @@ def load_pipeline(
         source = str(folder)
     try:
         pipe = PIPELINES[kind].from_pretrained(
-            source, dtype=dtype_for(device), safety_checker=None, requires_safety_checker=False
+            source, dtype=dtype or dtype_for(device), safety_checker=None, requires_safety_checker=False
         )
     except (OSError, ValueError) as err:  # hub errors are OSError subclasses; offline ones too
         text = str(err).strip()
