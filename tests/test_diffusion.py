@@ -17,7 +17,7 @@ from tbpr.generate.images.diffusion.inversion import (
     inverse_step,
     null_text_inversion,
 )
-from tbpr.generate.images.diffusion.loading import ModelNotFound, load_pipeline
+from tbpr.generate.images.diffusion.loading import ModelNotFound, load_pipeline, weights_hash
 from tbpr.generate.images.diffusion.p2p import check_token_counts, word_swap
 from tbpr.generate.images.diffusion.sampling import (
     decode,
@@ -174,3 +174,9 @@ def test_missing_model_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ModelNotFound, match="'nobody/no-such-model' cannot be loaded") as err:
         load_pipeline("nobody/no-such-model")
     assert "\n" not in str(err.value)
+
+
+def test_weights_hash_follows_the_weights(pipe):
+    assert weights_hash(pipe) == weights_hash(tiny_pipeline(seed=0))
+    assert weights_hash(pipe) != weights_hash(tiny_pipeline(seed=1))
+    assert len(weights_hash(pipe)) == 16

@@ -7,6 +7,7 @@ the CPU, and frozen eval-mode components.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -71,3 +72,15 @@ def load_pipeline(
     pipe.set_progress_bar_config(disable=True)
     log.info("loaded %s pipeline %s on %s (%s)", kind, source, device, pipe.unet.dtype)
     return pipe
+
+
+def weights_hash(*pipes) -> str:
+    """sha256 (16 hex digits) of the weights the pipelines compute with (UNet, VAE, text encoder, in name
+    order; fused LoRA weights included): the provenance of every image they make."""
+    digest = hashlib.sha256()
+    for pipe in pipes:
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            for name, tensor in sorted(module.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
