@@ -29,7 +29,7 @@ from tbpr.models.towers import (
     create_open_clip,
     fill_tower,
 )
-from tbpr.models.tse import TokenSelection, TseConfig, check_towers
+from tbpr.models.tse import TokenSelection, TseConfig, check_towers, refuse_other_towers
 
 TUNINGS = ("full", "coop", "clip-adapter")
 
@@ -118,6 +118,7 @@ class DualEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        refuse_other_towers(config)  # before building (and loading) any tower
         self.clip = None
         self.text_proj = self.image_proj = None
         if config.text_tower is None:

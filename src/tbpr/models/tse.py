@@ -153,17 +153,21 @@ class TokenSelection(nn.Module):
         return head(picked, real)
 
 
-def check_towers(model) -> None:
-    """Raise ConfigError unless ``model`` (a DualEncoder) has the towers TSE reads attention weights from:
-    an open_clip CLIP ViT with a class token and a causal text tower pooled at the end token."""
-    config = model.config
-    if model.clip is None:
+def refuse_other_towers(config) -> None:
+    """Raise ConfigError when ``model.tse`` is asked of towers that are not open_clip's (a ``ModelConfig``)."""
+    if config.tse is not None and config.text_tower is not None:
         raise ConfigError(
             f"model.tse needs the last layer's attention weights, which tbpr reads from open_clip CLIP towers "
             f"only; model.arch={config.arch} has a {config.text_tower.kind} text tower ({config.text_tower.name}) "
             f"and a {config.image_tower.kind} image tower ({config.image_tower.name}): use an open_clip ViT "
             "architecture (e.g. ViT-B-16, tbpr-tiny) or remove model.tse"
         )
+
+
+def check_towers(model) -> None:
+    """Raise ConfigError unless ``model`` (a DualEncoder over open_clip towers) has what TSE reads attention
+    weights from: a CLIP ViT with a class token and a causal text tower pooled at the end token."""
+    config = model.config
     visual = model.clip.visual
     problems = []
     if not isinstance(visual, open_clip.transformer.VisionTransformer) or visual.pool_type != "tok":
