@@ -269,3 +269,49 @@ def test_eval_and_index_rank_by_the_mean_of_both_similarities(tse_run, synth_tin
         / 2
     )[0]
     assert [r.score for r in results] == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_rde_recipes_hold_the_papers_settings_and_round_trip(tmp_path):
+    import yaml
+
+    from tbpr.config import from_dict, save_yaml
+    from tbpr.train import load_config
+    from tbpr.train.config import TrainConfig
+
+    cfg = load_config("rde")
+    assert (cfg.model.arch, cfg.model.pretrained, cfg.model.image_size) == ("ViT-B-16", "openai", (384, 128))
+    assert cfg.model.tse == TseConfig(ratio=0.3) and cfg.losses == {"tal": 1.0}
+    assert (cfg.loss_params.tal_margin, cfg.loss_params.tal_tau) == (0.1, 0.015)
+    o = cfg.optim
+    assert (o.lr, o.epochs, o.warmup_epochs, o.min_lr, cfg.data.batch_size) == (1e-5, 60, 5.0, 0.0, 64)
+    assert (cfg.noise.division, cfg.noise.warmup_epochs) == ("gmm", 0)
+    small = load_config("rde-small")
+    assert (small.model.arch, small.model.pretrained, small.model.tse) == ("tbpr-tiny", None, TseConfig())
+    assert (small.noise.division, small.losses) == ("gmm", {"tal": 1.0})
+    for recipe in (cfg, small):
+        save_yaml(recipe, tmp_path / "r.yaml")
+        assert from_dict(TrainConfig, yaml.safe_load((tmp_path / "r.yaml").read_text())) == recipe
+
+
+@pytest.mark.slow
+def test_rde_recipe_trains_with_masking_tse_and_a_first_epoch_division(tmp_path, synth_tiny):
+    from tbpr.train import load_config, train
+    from tbpr.train.noise import division_path
+
+    overrides = [
+        "model.arch=tbpr-micro",
+        "model.pretrained=null",
+        "model.image_size=[64, 32]",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        "data.augment.ops=[]",
+        "optim.amp=false",
+        "max_steps=2",
+        "eval_every=0",
+        f"data.path={synth_tiny}",
+        f"output_dir={tmp_path}",
+    ]
+    out = train(load_config("rde", overrides))
+    assert division_path(out, 1).is_file()  # RDE divides before the first epoch
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["tse_tal"]) for r in records if r["kind"] == "train")
