@@ -315,3 +315,30 @@ def test_rde_recipe_trains_with_masking_tse_and_a_first_epoch_division(tmp_path,
     assert division_path(out, 1).is_file()  # RDE divides before the first epoch
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["tse_tal"]) for r in records if r["kind"] == "train")
+
+
+@pytest.mark.slow
+def test_coteaching_in_training_drops_the_peers_large_loss_rows(tmp_path, synth_tiny):
+    from tbpr.train import load_config, train
+
+    def first_step(name, *extra):
+        overrides = [
+            "model.arch=tbpr-micro",
+            "model.image_size=[64, 32]",
+            "model.tse={ratio: 0.3}",
+            "losses={tal: 1.0}",
+            "data.batch_size=16",
+            "data.num_workers=0",
+            "max_steps=1",
+            "eval_every=0",
+            f"data.path={synth_tiny}",
+            f"output_dir={tmp_path / name}",
+            *extra,
+        ]
+        out = train(load_config("cpu-small", overrides))
+        return json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+
+    plain = first_step("plain")
+    # forget half at once (no ramp): each embedding's summed TAL keeps 8 of the 16 rows
+    half = first_step("coteach", "noise.coteach=0.5", "noise.coteach_ramp_epochs=0")
+    assert half["tal"] < 0.75 * plain["tal"] and half["tse_tal"] < 0.75 * plain["tse_tal"]
