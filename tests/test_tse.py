@@ -342,3 +342,18 @@ def test_coteaching_in_training_drops_the_peers_large_loss_rows(tmp_path, synth_
     # forget half at once (no ramp): each embedding's summed TAL keeps 8 of the 16 rows
     half = first_step("coteach", "noise.coteach=0.5", "noise.coteach_ramp_epochs=0")
     assert half["tal"] < 0.75 * plain["tal"] and half["tse_tal"] < 0.75 * plain["tse_tal"]
+
+
+def test_noise_grids_have_an_rde_and_a_coteaching_row(tmp_path):
+    from tbpr.train import ablation as A
+
+    for name, tse_lr in (("noise", 100.0), ("noise-small", 1.0)):
+        grid, path = A.load_grid(name)
+        run = A.Ablation(grid, path, tmp_path / name, ["data.path=data/synthpedes-small"])
+        rows = {rv.variant.slug: rv.config for rv in run.variants}
+        rde, coteach = rows["rde"], rows["coteach"]
+        assert rde.model.tse == TseConfig(ratio=0.3) and rde.losses == {"tal": 1.0}
+        assert rde.noise.division == "gmm" and rde.optim.tse_lr_factor == tse_lr
+        assert coteach.model.tse is not None and coteach.noise.coteach == 0.2
+        assert coteach.noise.division == "none"
+    assert not any("not built" in note for note in grid.notes)
