@@ -127,6 +127,10 @@ def test_tse_heads_learn_at_their_own_rate():
 def test_other_towers_are_refused_naming_them():
     with pytest.raises(ConfigError, match="transformers text tower .* timm image tower"):
         DualEncoder(ModelConfig(arch="tbpr-lite", image_size=(64, 32), tse=TseConfig()))
+    from tbpr.train import load_config
+
+    with pytest.raises(ConfigError, match="model.tse needs the last layer's attention weights"):
+        load_config("cpu-small", ["model.arch=tbpr-lite", "model.tse={ratio: 0.3}"])  # before any data
     with pytest.raises(ConfigError, match="tuning=coop"):
         micro(tuning="coop")
     with pytest.raises(ConfigError, match="model.tse.ratio=0"):

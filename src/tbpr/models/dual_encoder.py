@@ -103,6 +103,7 @@ class ModelConfig:
                 f"model.pretrained={self.pretrained!r}: model.arch={self.arch} takes its weights per tower "
                 "(model.text_tower.weights, model.image_tower.weights)"
             )
+        refuse_other_towers(self)  # when the recipe is read, before any data or weights
 
 
 def available_architectures() -> list[str]:
@@ -118,7 +119,6 @@ class DualEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        refuse_other_towers(config)  # before building (and loading) any tower
         self.clip = None
         self.text_proj = self.image_proj = None
         if config.text_tower is None:
