@@ -1,0 +1,263 @@
+"""The image generation core: the renderer backend and its styles, the image job (kill at every step and
+rerun, shards and merge, failures with reasons, the person filter) and the backend registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tbpr.crashsafe import SIGNAL_AT_ENV
+from tbpr.data.caption_store import CaptionStore
+from tbpr.data.synthpedes.attributes import sample_attributes, sample_looks
+from tbpr.data.synthpedes.render import render_image
+from tbpr.data.synthpedes.scene import sample_scene
+from tbpr.data.synthpedes.style import STYLES
+from tbpr.errors import ConfigError, DataError
+from tbpr.generate.images.backend import EditRequest, Failed, Generated, ImageRequest, make_backend
+from tbpr.generate.images.filters import BasicPersonFilter, make_filter
+from tbpr.generate.images.job import ImageWork, run_image_job
+from tbpr.generate.images.renderer import RendererBackend
+from tbpr.generate.images.store import accepted_images
+from tbpr.generate.jobs import Shard
+from tbpr.generate.status import merge_stores
+
+KILL_STEPS = ["images.file-written", "store.appended"]
+
+
+def persons(count: int = 6, per_item: int = 2) -> list[ImageWork]:
+    """``count`` identities with SynthPedes attributes, ``per_item`` images each."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(count):
+        attrs = sample_attributes(rng)
+        for n in range(per_item):
+            request = ImageRequest(prompt=f"person {i}", seed=0, person={"attributes": attrs})
+            out.append(ImageWork(i, n, f"person {i}", request, {"identity": attrs}))
+    return out
+
+
+def run(store, work=None, **kw):
+    return run_image_job(store, RendererBackend(), persons() if work is None else work, "test_person", **kw)
+
+
+def snapshot(store: Path) -> dict[str, tuple[str, str]]:
+    """key -> (image file, SHA-256 of its bytes) of the accepted records."""
+    return {
+        rec.key: (rec.text, hashlib.sha256(path.read_bytes()).hexdigest())
+        for rec, path in accepted_images(store)
+    }
+
+
+# ------------------------------------------------------------------------------------------ renderer
+def test_renderer_is_deterministic_per_seed_and_records_ground_truth():
+    backend = RendererBackend()
+    attrs = sample_attributes(np.random.default_rng(1))
+    a, b, c = backend.generate(
+        [ImageRequest("p", seed=s, person={"attributes": attrs, "view": "back"}) for s in (5, 5, 6)]
+    )
+    assert isinstance(a, Generated) and a.image.size == (128, 256)
+    assert a.image.tobytes() == b.image.tobytes()
+    assert a.image.tobytes() != c.image.tobytes()
+    assert a.info["scene"]["view"] == "back" and a.info["weather"] == "clear"
+
+
+def test_default_style_draws_the_synthpedes_images_and_other_styles_differ():
+    rng = np.random.default_rng(3)
+    attrs, looks, scene = sample_attributes(rng), sample_looks(rng), sample_scene(rng, "front")
+    person = {"attributes": attrs, "looks": looks, "scene": scene.to_json()}
+    images = {}
+    for name in STYLES:
+        (result,) = RendererBackend(name).generate([ImageRequest("p", seed=0, person=person)])
+        images[name] = np.asarray(result.image, dtype=np.float32)
+    assert np.array_equal(images["synthpedes"], np.asarray(render_image(attrs, looks, scene)))
+    for name in ("synthetic", "vivid"):
+        assert np.abs(images[name] - images["synthpedes"]).mean() > 2  # palette and proportions changed
+
+
+def test_style_backgrounds_come_from_the_style_set():
+    attrs = sample_attributes(np.random.default_rng(2))
+    backend = RendererBackend("synthetic")
+    results = backend.generate([ImageRequest("p", seed=s, person={"attributes": attrs}) for s in range(12)])
+    assert {r.info["scene"]["background"] for r in results} <= set(STYLES["synthetic"].backgrounds)
+
+
+def test_renderer_edit_changes_only_the_edited_condition(tmp_path):
+    backend = RendererBackend()
+    attrs = sample_attributes(np.random.default_rng(4))
+    (source,) = backend.generate(
+        [ImageRequest("p", seed=1, person={"attributes": attrs, "background": "wall"})]
+    )
+    path = tmp_path / "src.png"
+    source.image.save(path)
+    person = {"attributes": attrs, **source.info}
+    park, rain, sit = backend.edit(
+        [
+            EditRequest(path, {"kind": "background", "value": "park"}, seed=9, person=person),
+            EditRequest(path, {"kind": "weather", "value": "rainy"}, seed=9, person=person),
+            EditRequest(path, {"kind": "posture", "value": "sitting"}, seed=9, person=person),
+        ]
+    )
+    assert park.info["scene"] == {**source.info["scene"], "background": "park"}
+    assert rain.info["scene"] == source.info["scene"] and rain.info["weather"] == "rainy"
+    assert rain.image.tobytes() != source.image.tobytes()
+    assert isinstance(sit, Failed) and "posture 'sitting' cannot be drawn" in sit.reason
+
+
+def test_unknown_backend_or_model_is_one_clear_error():
+    with pytest.raises(ConfigError, match=r"image backend 'nope' is unknown; use one of synthpedes"):
+        make_backend("nope")
+    with pytest.raises(
+        ConfigError, match=r"renderer style 'oil' is unknown; use one of synthpedes, synthetic"
+    ):
+        make_backend("synthpedes", "oil")
+    assert make_backend("synthpedes", "synthetic").provenance()["settings"]["style"]["name"] == "synthetic"
+
+
+# ------------------------------------------------------------------------------------------ the job
+def test_job_writes_every_image_with_its_provenance_and_a_rerun_does_nothing(tmp_path):
+    store = tmp_path / "gen.jsonl"
+    summary = run(store, seed=3)
+    assert (summary.wanted, summary.accepted, summary.failed) == (12, 12, 0)
+    records = list(CaptionStore(store))
+    rec = records[0]
+    assert rec.backend == "synthpedes" and rec.model == "synthpedes" and rec.extra["model_hash"]
+    assert rec.extra["prompt"] == "person 0" and rec.extra["identity"] == rec.extra["person"]["attributes"]
+    assert rec.settings["seed"] == rec.extra["seed"] and rec.extra["result"]["scene"]
+    assert (tmp_path / rec.text).is_file() and rec.text.startswith("gen_images/test_person/")
+    again = run(store, seed=3)
+    assert (again.skipped, again.accepted) == (12, 0) and len(list(CaptionStore(store))) == 12
+
+
+def _killed_run(store: Path, step: str | None) -> subprocess.CompletedProcess:
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[2]); import test_image_generation as t; "
+        "t.run(sys.argv[1], seed=3, batch_size=4)"
+    )
+    env = {**os.environ}
+    if step:
+        env[SIGNAL_AT_ENV] = step
+    return subprocess.run(
+        [sys.executable, "-c", code, str(store), str(Path(__file__).parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("step", KILL_STEPS)
+def test_a_job_killed_at_any_step_continues_without_loss_or_duplicates(tmp_path, step):
+    reference = tmp_path / "ref" / "gen.jsonl"
+    run(reference, seed=3, batch_size=4)
+    store = tmp_path / "killed" / "gen.jsonl"
+    killed = _killed_run(store, step)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert _killed_run(store, None).returncode == 0
+    records = list(CaptionStore(store))
+    assert len(records) == len({r.key for r in records}) == 12  # no duplicates
+    assert snapshot(store) == {
+        k: (v[0].replace("ref", "killed"), v[1]) for k, v in snapshot(reference).items()
+    }
+    on_disk = {p.relative_to(store.parent).as_posix() for p in (tmp_path / "killed").rglob("*.png")}
+    assert on_disk == {
+        r.text for r in records
+    }  # the image written before the kill was rewritten, not doubled
+    assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+
+def test_shards_split_the_items_and_merge_into_the_whole(tmp_path):
+    whole = tmp_path / "whole.jsonl"
+    run(whole, seed=3)
+    parts = [tmp_path / f"gen.{i}.jsonl" for i in range(2)]
+    for i, part in enumerate(parts):
+        summary = run(part, seed=3, shard=Shard(i, 2))
+        assert summary.wanted == 6 and {r.caption_id % 2 for r in CaptionStore(part)} == {i}
+    merged = tmp_path / "gen.jsonl"
+    assert merge_stores(merged, parts).records == 12
+    hashes = {k: h for k, (_, h) in snapshot(merged).items()}
+    assert hashes == {k: h for k, (_, h) in snapshot(whole).items()}
+
+
+def test_missing_and_unreadable_sources_are_failures_retried_on_rerun(tmp_path):
+    good = tmp_path / "good.png"
+    Image.new("RGB", (64, 128), "grey").save(good)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    source = run(tmp_path / "src.jsonl")
+    rec, path = next(accepted_images(tmp_path / "src.jsonl"))
+    person = {"attributes": rec.extra["identity"], **rec.extra["result"]}
+    edit = {"kind": "background", "value": "park"}
+
+    def work(src: Path, i: int) -> ImageWork:
+        return ImageWork(i, 0, f"{src.name} park", EditRequest(src, edit, seed=0, person=person))
+
+    missing = tmp_path / "later.png"
+    store = tmp_path / "edits.jsonl"
+    summary = run_image_job(
+        store, RendererBackend(), [work(missing, 0), work(broken, 1), work(path, 2)], "edit"
+    )
+    assert source.accepted == 12 and (summary.accepted, summary.failed) == (1, 6)  # 3 rounds x 2 failures
+    reasons = {r.reason for r in CaptionStore(store) if r.reason}
+    assert reasons == {
+        f"source image {missing} does not exist",
+        f"source image {broken} cannot be read (UnidentifiedImageError: cannot identify image file "
+        f"{str(broken)!r})",
+    }
+    assert {p.name for p in (tmp_path / "edits_images" / "edit").iterdir()} == {"2_0_a1.png"}
+    path.replace(missing)
+    rerun = run_image_job(store, RendererBackend(), [work(missing, 0)], "edit")
+    assert rerun.accepted == 1
+
+
+class Exploding(RendererBackend):
+    def generate(self, requests):
+        raise RuntimeError("CUDA out of memory")
+
+
+def test_a_failing_backend_call_is_recorded_and_the_store_survives(tmp_path):
+    store = tmp_path / "gen.jsonl"
+    summary = run_image_job(store, Exploding(), persons(2, 1), "p", max_attempts=2)
+    assert (summary.failed, summary.accepted) == (4, 0)
+    assert {r.reason for r in CaptionStore(store)} == {"backend error: RuntimeError: CUDA out of memory"}
+    assert run_image_job(store, RendererBackend(), persons(2, 1), "p").accepted == 2
+
+
+def test_the_person_filter_rejects_keeps_the_file_and_asks_again_with_a_new_seed(tmp_path):
+    store = tmp_path / "gen.jsonl"
+    wide = BasicPersonFilter(min_aspect=2.5)  # the renderer's 2:1 images fail it
+    summary = run_image_job(store, RendererBackend(), persons(1, 1), "p", max_attempts=3, check=wide)
+    records = list(CaptionStore(store))
+    assert (summary.rejected, summary.exhausted) == (3, 1)
+    assert len({r.settings["seed"] for r in records}) == 3 and all(
+        (tmp_path / r.text).is_file() for r in records
+    )
+    assert records[0].reason == "filter: aspect ratio 2.00 (height/width) outside 2.5-4.0"
+    assert records[0].extra["filter"] == "basic"
+
+
+def test_the_basic_filter_refuses_flat_images_and_passes_rendered_ones():
+    check = make_filter("basic")
+    assert check(Image.new("RGB", (64, 128), "white")).startswith("filter: nearly uniform image")
+    (result,) = RendererBackend().generate(
+        [ImageRequest("p", 0, person={"attributes": persons(1, 1)[0].extra["identity"]})]
+    )
+    assert check(result.image) is None and make_filter("none") is None
+    with pytest.raises(ConfigError, match="person filter 'pose' is unknown"):
+        make_filter("pose")
+
+
+def test_a_store_of_another_job_is_refused(tmp_path):
+    store = tmp_path / "gen.jsonl"
+    run(store, persons(1, 1))
+    other = [ImageWork(0, 0, "someone else", persons(1, 1)[0].request)]
+    with pytest.raises(DataError, match=r"key 0:0: holds an image of 'person 0'.*write to a new store"):
+        run(store, other)
+    assert json.loads(store.read_text().splitlines()[0])["source_text"] == "person 0"
