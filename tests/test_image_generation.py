@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tbpr.cli import main
 from tbpr.crashsafe import SIGNAL_AT_ENV
 from tbpr.data.caption_store import CaptionStore
-from tbpr.data.synthpedes.attributes import sample_attributes, sample_looks
+from tbpr.data.synthpedes.attributes import is_valid, sample_attributes, sample_looks
 from tbpr.data.synthpedes.render import render_image
 from tbpr.data.synthpedes.scene import sample_scene
 from tbpr.data.synthpedes.style import STYLES
@@ -24,6 +25,7 @@ from tbpr.errors import ConfigError, DataError
 from tbpr.generate.images.backend import EditRequest, Failed, Generated, ImageRequest, make_backend
 from tbpr.generate.images.filters import BasicPersonFilter, make_filter
 from tbpr.generate.images.job import ImageWork, run_image_job
+from tbpr.generate.images.persons import load_vocabulary, sample_identity
 from tbpr.generate.images.renderer import RendererBackend
 from tbpr.generate.images.store import accepted_images
 from tbpr.generate.jobs import Shard
@@ -261,3 +263,74 @@ def test_a_store_of_another_job_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"key 0:0: holds an image of 'person 0'.*write to a new store"):
         run(store, other)
     assert json.loads(store.read_text().splitlines()[0])["source_text"] == "person 0"
+
+
+# ------------------------------------------------------------------------------------------ commands
+def test_person_prompts_obey_the_gender_constraints_and_record_the_identity():
+    vocab = load_vocabulary()
+    people = [sample_identity(vocab, 0, i) for i in range(300)]
+    men = [p for p in people if p.attributes["gender"] == "man"]
+    assert 100 < len(men) < 200
+    assert all(p.attributes["lower_type"] != "skirt" for p in men)
+    assert not any(
+        word in p.prompt for p in men for word in ("skirt", "dress", "blouse", "leggings", "ponytail")
+    )
+    assert all(is_valid(p.attributes) for p in people)
+    assert sample_identity(vocab, 0, 7) == people[7] and sample_identity(vocab, 1, 7) != people[7]
+    assert all(p.prompt.startswith(("A ", "An ")) and "{" not in p.prompt for p in people)
+
+
+def test_a_vocabulary_naming_an_unknown_slot_is_one_clear_error(tmp_path):
+    bad = tmp_path / "v.yaml"
+    bad.write_text("templates: ['A {colour_of_eyes} person']\nslots: [gender]\ngender: [{text: man}]\n")
+    with pytest.raises(ConfigError, match=r"v.yaml: template 0 names unknown slots \['colour_of_eyes'\]"):
+        load_vocabulary(bad)
+
+
+def test_generate_persons_edit_and_status_commands(tmp_path, capsys):
+    persons_store, edits_store = tmp_path / "p.jsonl", tmp_path / "e.jsonl"
+    assert (
+        main(["generate", "persons", "--out", str(persons_store), "--count", "3", "--per-prompt", "2"]) == 0
+    )
+    records = list(CaptionStore(persons_store))
+    assert len(records) == 6 and len({r.caption_id for r in records}) == 3
+    assert records[0].extra["identity"]["slots"]["gender"] in records[0].extra["prompt"]
+    assert (
+        main(
+            [
+                "generate",
+                "edit",
+                "--from",
+                str(persons_store),
+                "--out",
+                str(edits_store),
+                "--weather",
+                "foggy",
+            ]
+        )
+        == 0
+    )
+    edits = list(CaptionStore(edits_store))
+    assert len(edits) == 6 and all(e.extra["edit"] == {"kind": "weather", "value": "foggy"} for e in edits)
+    source = {r.text: r for r in records}
+    for e in edits:
+        original = source[e.extra["source_image"]]
+        assert e.extra["identity_id"] == original.caption_id
+        assert e.extra["result"]["scene"] == original.extra["result"]["scene"]
+    assert main(["generate", "status", str(edits_store)]) == 0
+    assert "person_edit: 6 captions, 6 keys, 6 tries: 6 accepted" in capsys.readouterr().out
+    with Image.open(tmp_path / "e.jsonl.status" / "contact_sheet.png") as sheet:
+        assert sheet.size == (6 * 96, 192 + 30)
+    assert (
+        main(["generate", "persons", "--out", str(tmp_path / "x.jsonl"), "--count", "1", "--model", "oil"])
+        == 2
+    )
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize("action", ["persons", "edit", "status"])
+def test_generate_help_explains_every_option(action, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", action, "--help"])
+    assert exit_info.value.code == 0
+    assert "--help" in capsys.readouterr().out
