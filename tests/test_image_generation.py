@@ -334,3 +334,22 @@ def test_generate_help_explains_every_option(action, capsys):
         main(["generate", action, "--help"])
     assert exit_info.value.code == 0
     assert "--help" in capsys.readouterr().out
+
+
+def test_a_training_set_from_generated_persons_and_edits_loads_with_the_readers(tmp_path):
+    from tbpr.data.readers import read_dataset
+
+    persons_store, edits_store = tmp_path / "p.jsonl", tmp_path / "e.jsonl"
+    main(["generate", "persons", "--out", str(persons_store), "--count", "3", "--per-prompt", "2"])
+    main(
+        ["generate", "edit", "--from", str(persons_store), "--out", str(edits_store), "--posture", "running"]
+    )
+    edits = sum(1 for _ in CaptionStore(edits_store))
+    out = tmp_path / "ds"
+    assert main(["data", "from-generated", str(persons_store), str(edits_store), "--out", str(out)]) == 0
+    manifest = read_dataset(out)
+    train = manifest.split("train")
+    assert len(train.images) == 6 + edits and len({im.pid for im in train.images}) == 3
+    prompts = {r.extra["prompt"] for r in CaptionStore(persons_store)}
+    assert {c.text for c in train.captions} == prompts
+    assert all((out / "imgs" / im.path).is_file() for im in train.images)
