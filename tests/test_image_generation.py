@@ -287,7 +287,7 @@ def test_a_vocabulary_naming_an_unknown_slot_is_one_clear_error(tmp_path):
         load_vocabulary(bad)
 
 
-def test_generate_persons_edit_and_status_commands(tmp_path, capsys):
+def test_generate_persons_edit_and_status_commands(tmp_path, capsys, caplog):
     persons_store, edits_store = tmp_path / "p.jsonl", tmp_path / "e.jsonl"
     assert (
         main(["generate", "persons", "--out", str(persons_store), "--count", "3", "--per-prompt", "2"]) == 0
@@ -325,6 +325,22 @@ def test_generate_persons_edit_and_status_commands(tmp_path, capsys):
         main(["generate", "persons", "--out", str(tmp_path / "x.jsonl"), "--count", "1", "--model", "oil"])
         == 2
     )
+    assert (
+        main(
+            [
+                "generate",
+                "persons",
+                "--out",
+                str(tmp_path / "x.jsonl"),
+                "--count",
+                "1",
+                "--polish",
+                "transformers",
+            ]
+        )
+        == 2
+    )
+    assert "--polish transformers needs --polish-model" in capsys.readouterr().err + caplog.text
     assert not (tmp_path / "x.jsonl").exists()
 
 
@@ -353,3 +369,53 @@ def test_a_training_set_from_generated_persons_and_edits_loads_with_the_readers(
     prompts = {r.extra["prompt"] for r in CaptionStore(persons_store)}
     assert {c.text for c in train.captions} == prompts
     assert all((out / "imgs" / im.path).is_file() for im in train.images)
+
+
+class Polisher:
+    """A text backend that writes the template prompt as a sentence, or refuses identity ``refuse``."""
+
+    model, backend, settings = "scripted", "scripted", {}
+
+    def __init__(self, refuse: int | None = None):
+        self.refuse, self.calls = refuse, 0
+
+    def generate(self, conversations, seeds):
+        from tbpr.generate.chat import Failure, Reply
+
+        self.calls += len(conversations)
+        prompts = [c[-1]["content"].split("Description: ")[1] for c in conversations]
+        return [
+            Failure("HTTP 500")
+            if p.endswith(str(self.refuse))
+            else Reply(f"Here is {p.lower()} walking outside.")
+            for p in prompts
+        ]
+
+
+def test_polished_prompts_are_recorded_and_reused_on_rerun(tmp_path):
+    from tbpr.generate.images.persons import person_work
+    from tbpr.generate.images.polish import polish_work
+
+    store = tmp_path / "p.jsonl"
+    work = person_work(load_vocabulary(), 2, 2, seed=0)
+    first = polish_work(work, Polisher(), store, seed=0)
+    assert first[0].request.prompt == f"Here is {work[0].source_text.lower()} walking outside."
+    assert first[0].source_text == work[0].source_text and first[0].extra["polish"]["model"] == "scripted"
+    run_image_job(store, RendererBackend(), first[:1], "p")
+    again = Polisher()
+    second = polish_work(work, again, store, seed=0)
+    assert again.calls == 1 and second[1].request.prompt == first[1].request.prompt  # identity 0 reused
+    assert (
+        CaptionStore(store).progress()
+        and next(iter(CaptionStore(store))).extra["prompt"] == first[0].request.prompt
+    )
+
+
+def test_a_failed_polish_keeps_the_template_prompt_with_the_reason(tmp_path):
+    from tbpr.generate.images.persons import person_work
+    from tbpr.generate.images.polish import polish_work
+
+    work = person_work(load_vocabulary(), 1, 1, seed=0)
+    refuse = work[0].source_text[-1]
+    (polished,) = polish_work(work, Polisher(refuse=refuse), tmp_path / "p.jsonl", seed=0)
+    assert polished.request.prompt == work[0].source_text and polished.extra["polish"]["reason"] == "HTTP 500"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from tbpr.cli.generation_options import add_chat_options, open_backend
+
 
 def _add_job_options(p: argparse.ArgumentParser) -> None:
     """The backend, the store and the job loop's options shared by the image jobs."""
@@ -65,6 +67,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=8.5, help="guidance scale, recorded (default: 8.5)")
     p.add_argument("--width", type=int, default=128, help="image width in pixels (default: 128)")
     p.add_argument("--height", type=int, default=256, help="image height in pixels (default: 256)")
+    polish = p.add_argument_group("prompt polishing (an LLM rewrites each template prompt as one sentence)")
+    polish.add_argument(
+        "--polish",
+        choices=("openai", "transformers"),
+        help="polish the prompts with an OpenAI-compatible server or a local model (default: no polishing)",
+    )
+    polish.add_argument(
+        "--polish-model", metavar="NAME", help="openai: model name sent; transformers: hub name or folder"
+    )
+    add_chat_options(polish)
     p.set_defaults(func=_persons)
 
     e = actions.add_parser(
@@ -132,7 +144,28 @@ def _persons(args: argparse.Namespace) -> int:
         args.steps,
         args.guidance,
     )
+    if args.polish:
+        work = _polished(args, work)
     return _run_job(args, work, METHOD)
+
+
+def _polished(args: argparse.Namespace, work):
+    """``work`` with its prompts polished by the ``--polish`` backend (temperature 0.7, top-p 0.9, 96 tokens)."""
+    import contextlib
+
+    from tbpr.errors import ConfigError
+    from tbpr.generate.chat import ChatSettings
+    from tbpr.generate.images.polish import polish_work
+    from tbpr.generate.llm import ChatBackend, TransformersBackend
+
+    if args.polish == "transformers" and not args.polish_model:
+        raise ConfigError("--polish transformers needs --polish-model (a hub name, folder or .gguf file)")
+    llm = argparse.Namespace(
+        **{**vars(args), "backend": args.polish, "model": args.polish_model, "device": "cpu"}
+    )
+    with contextlib.ExitStack() as stack:
+        backend = open_backend(llm, ChatSettings(0.7, 0.9, 96), stack, TransformersBackend, ChatBackend, 8)
+        return polish_work(work, backend, args.out, args.seed)
 
 
 def _edit(args: argparse.Namespace) -> int:
