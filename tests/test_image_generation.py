@@ -419,3 +419,54 @@ def test_a_failed_polish_keeps_the_template_prompt_with_the_reason(tmp_path):
     refuse = work[0].source_text[-1]
     (polished,) = polish_work(work, Polisher(refuse=refuse), tmp_path / "p.jsonl", seed=0)
     assert polished.request.prompt == work[0].source_text and polished.extra["polish"]["reason"] == "HTTP 500"
+
+
+def test_render_processes_do_not_change_the_images():
+    requests = [w.request for w in persons(3, 1)]
+    one = RendererBackend().generate(requests)
+    backend = RendererBackend(workers=2)
+    try:
+        two = backend.generate(requests)
+    finally:
+        backend.close()
+    assert [r.image.tobytes() for r in one] == [r.image.tobytes() for r in two]
+
+
+def _cli(*args: str, signal_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **({SIGNAL_AT_ENV: signal_at} if signal_at else {})}
+    return subprocess.run(
+        [sys.executable, "-m", "tbpr", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_generate_edit_killed_then_rerun_and_sharded_persons_merge(tmp_path):
+    persons_args = ["generate", "persons", "--count", "4", "--per-prompt", "1", "--batch-size", "2"]
+    for i in range(2):
+        assert main([*persons_args, "--out", str(tmp_path / f"p.{i}.jsonl"), "--shard", f"{i}/2"]) == 0
+    assert (
+        main(
+            [
+                "augment",
+                "merge",
+                str(tmp_path / "p.jsonl"),
+                *(str(tmp_path / f"p.{i}.jsonl") for i in range(2)),
+            ]
+        )
+        == 0
+    )
+    assert main([*persons_args, "--out", str(tmp_path / "whole.jsonl")]) == 0
+    merged, whole = snapshot(tmp_path / "p.jsonl"), snapshot(tmp_path / "whole.jsonl")
+    assert {k: h for k, (_, h) in merged.items()} == {k: h for k, (_, h) in whole.items()}
+
+    edit = ["generate", "edit", "--from", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "e.jsonl")]
+    edit += ["--view", "front,back", "--batch-size", "2"]
+    killed = _cli(*edit, signal_at="images.file-written")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    stale = tmp_path / "e_images" / "person_edit" / ".x.png.abc.tmp"  # as a write killed mid-file leaves it
+    stale.write_bytes(b"half")
+    assert _cli(*edit).returncode == 0
+    records = list(CaptionStore(tmp_path / "e.jsonl"))
+    views = [r.extra["result"]["scene"]["view"] for r in CaptionStore(tmp_path / "p.jsonl")]
+    wanted = sum(v != view for view in views for v in ("front", "back"))  # a view the image has is skipped
+    assert len(records) == len({r.key for r in records}) == wanted
+    assert not stale.exists()
