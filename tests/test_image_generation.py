@@ -342,6 +342,9 @@ def test_generate_persons_edit_and_status_commands(tmp_path, capsys, caplog):
     )
     assert "--polish transformers needs --polish-model" in capsys.readouterr().err + caplog.text
     assert not (tmp_path / "x.jsonl").exists()
+    missing = ["generate", "edit", "--from", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "y.jsonl")]
+    assert main([*missing, "--view", "back"]) == 2
+    assert "none.jsonl does not exist" in caplog.text and not (tmp_path / "y.jsonl").exists()
 
 
 @pytest.mark.parametrize("action", ["persons", "edit", "status"])
@@ -349,7 +352,16 @@ def test_generate_help_explains_every_option(action, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", action, "--help"])
     assert exit_info.value.code == 0
-    assert "--help" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    options = {
+        "persons": ["--count", "--per-prompt", "--vocabulary", "--polish"],
+        "edit": ["--from", "--view"],
+    }
+    for option in [
+        *options.get(action, []),
+        *(["--shard", "--filter", "--model"] if action != "status" else []),
+    ]:
+        assert option in text
 
 
 def test_a_training_set_from_generated_persons_and_edits_loads_with_the_readers(tmp_path):
