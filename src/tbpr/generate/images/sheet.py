@@ -24,6 +24,7 @@ def contact_sheet(store_path: str | Path, columns: int = 8, limit: int = 32) -> 
             break
         edit = rec.extra.get("edit")
         label = f"{edit['kind']}={edit['value']}" if isinstance(edit, dict) else rec.key
+        label = label if len(label) <= 16 else "..." + label[-13:]
         with Image.open(path) as img:
             cells.append((img.convert("RGB").resize(CELL), label))
     if not cells:
@@ -36,7 +37,7 @@ def contact_sheet(store_path: str | Path, columns: int = 8, limit: int = 32) -> 
     for i, (img, label) in enumerate(cells):
         x, y = (i % columns) * w, (i // columns) * h
         sheet.paste(img, (x, y))
-        draw.text((x + 3, y + CELL[1] + 3), label[:18], fill="black", font=font)
+        draw.text((x + 3, y + CELL[1] + 3), label, fill="black", font=font)
     return sheet
 
 
