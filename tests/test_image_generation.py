@@ -111,6 +111,13 @@ def test_renderer_edit_changes_only_the_edited_condition(tmp_path):
     assert rain.info["scene"] == source.info["scene"] and rain.info["weather"] == "rainy"
     assert rain.image.tobytes() != source.image.tobytes()
     assert isinstance(sit, Failed) and "posture 'sitting' cannot be drawn" in sit.reason
+    broken = {**person, "scene": {"view": "front"}}
+    (bad,) = backend.edit([EditRequest(path, {"kind": "view", "value": "back"}, seed=9, person=broken)])
+    assert isinstance(bad, Failed) and bad.reason.startswith(
+        "recorded scene {'view': 'front'} is not a SynthPedes scene"
+    )
+    (partial,) = backend.generate([ImageRequest("p", 0, person={"attributes": {"gender": "man"}})])
+    assert partial.reason == "person attributes {'gender': 'man'} are not a valid SynthPedes combination"
 
 
 def test_unknown_backend_or_model_is_one_clear_error():

@@ -149,7 +149,8 @@ def run_image_job(
     check: PersonCheck | None = None,
 ) -> JobSummary:
     """Make the images of ``work`` in ``shard`` into the store at ``store_path`` (see the module docstring);
-    rerun with the same arguments to continue. ``check`` is the person filter (``None``: keep every image)."""
+    rerun with the same arguments to continue. ``check`` is the person filter (``None``: keep every image).
+    The backend is closed when the job ends."""
     if max_attempts < 1 or batch_size < 1:
         raise ConfigError(f"max_attempts={max_attempts}, batch_size={batch_size}: both must be >= 1")
     shard = shard or Shard()

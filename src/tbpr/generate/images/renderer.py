@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tbpr.data.synthpedes.attributes import is_valid, sample_looks
+from tbpr.data.synthpedes.attributes import ATTRIBUTES, is_valid, sample_looks
 from tbpr.data.synthpedes.effects import PICTURE_STYLES, WEATHERS, picture_style, weather
 from tbpr.data.synthpedes.generation import GENERATOR_VERSION
 from tbpr.data.synthpedes.render import render_image
@@ -48,12 +48,17 @@ def draw_person(person: dict[str, Any], seed: int, style: Style) -> tuple[Image.
     """The image of ``person`` (see the module docstring) and its resolved description; ``ValueError``
     says what in ``person`` cannot be drawn."""
     attrs = person.get("attributes")
-    if not isinstance(attrs, dict) or not is_valid(attrs):
+    if not isinstance(attrs, dict) or not set(ATTRIBUTES) <= set(attrs) or not is_valid(attrs):
         raise ValueError(f"person attributes {attrs!r} are not a valid SynthPedes combination")
     rng = np.random.default_rng([seed, 7])
     looks = person.get("looks") or sample_looks(rng)
     if person.get("scene"):
-        scene = Scene(**{**person["scene"], "tint": tuple(person["scene"]["tint"])})
+        try:
+            scene = Scene(**{**person["scene"], "tint": tuple(person["scene"]["tint"])})
+        except (TypeError, KeyError) as err:
+            raise ValueError(
+                f"recorded scene {person['scene']!r} is not a SynthPedes scene ({err})"
+            ) from None
     else:
         view = person.get("view") or VIEWS[int(rng.integers(len(VIEWS)))]
         scene = style.adjust(sample_scene(rng, _check("view", view)), rng)
