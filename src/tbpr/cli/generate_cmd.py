@@ -1,4 +1,4 @@
-"""``tbpr generate persons|edit|status``: synthetic person images and their edits (SynTBPR) into generation
+"""``tbpr generate persons|edit|status|merge``: synthetic person images and their edits (SynTBPR) into generation
 stores, and what a store holds (docs/image-generation.md)."""
 
 from __future__ import annotations
@@ -113,6 +113,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", metavar="DIR", help="folder for the files (default: STORE.status/ beside it)")
     s.set_defaults(func=_status)
 
+    m = actions.add_parser(
+        "merge",
+        help="merge the shard stores of one image job into one store in their folder",
+        description="Write the records of every STORE, in order, into OUT (replaced atomically), as `tbpr "
+        "augment merge` does; identical records are kept once. OUT and the STOREs must be in one folder, "
+        "since image files are recorded relative to the store's folder.",
+    )
+    m.add_argument("out", metavar="OUT", help="the merged store to write (.jsonl)")
+    m.add_argument("stores", metavar="STORE", nargs="+", help="shard stores to merge")
+    m.set_defaults(func=_merge)
+
 
 def _run_job(args: argparse.Namespace, work, method: str) -> int:
     from tbpr.generate.images.backend import make_backend
@@ -190,4 +201,23 @@ def _status(args: argparse.Namespace) -> int:
     from tbpr.generate.status import format_status
 
     print(format_status(write_image_status(args.store, args.out)))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tbpr.errors import ConfigError
+    from tbpr.generate.status import merge_stores
+
+    folders = {Path(p).resolve().parent for p in [args.out, *args.stores]}
+    if len(folders) > 1:
+        raise ConfigError(
+            f"{args.out} and the stores to merge are in different folders; their image paths are relative to "
+            "the store's folder: merge into a store in the shards' folder"
+        )
+    summary = merge_stores(args.out, args.stores)
+    print(
+        f"{args.out}: {summary.records} records from {summary.stores} stores, {summary.duplicates} duplicates dropped"
+    )
     return 0
