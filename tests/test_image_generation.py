@@ -489,3 +489,39 @@ def test_generate_edit_killed_then_rerun_and_sharded_persons_merge(tmp_path):
     wanted = sum(v != view for view in views for v in ("front", "back"))  # a view the image has is skipped
     assert len(records) == len({r.key for r in records}) == wanted
     assert not stale.exists()
+
+
+def test_a_training_set_can_take_its_captions_from_tbpr_caption(tmp_path):
+    from tbpr.data.caption_store import StoreRecord
+    from tbpr.data.readers import read_dataset
+    from tbpr.generate.text.caption import METHOD as CAPTIONED
+    from tbpr.generate.text.caption import image_id
+
+    store = tmp_path / "p.jsonl"
+    main(["generate", "persons", "--out", str(store), "--count", "2", "--per-prompt", "1"])
+    first, second = list(CaptionStore(store))
+    captions = CaptionStore(tmp_path / "caps.jsonl")  # as `tbpr caption tmp_path` writes it
+    captions.append(
+        [
+            StoreRecord(
+                f"{image_id(first.text)}:0",
+                image_id(first.text),
+                "A person in a coat.",
+                first.text,
+                CAPTIONED,
+                "openai",
+                "vlm",
+                ["en"],
+                {},
+                1,
+                True,
+            )
+        ]
+    )
+    out = tmp_path / "ds"
+    assert (
+        main(["data", "from-generated", str(store), "--out", str(out), "--captions", str(captions.path)]) == 0
+    )
+    train = read_dataset(out).split("train")
+    assert [c.text for c in train.captions] == ["A person in a coat."]  # the uncaptioned image is left out
+    assert [im.path for im in train.images] == [first.text] and second.text != first.text
