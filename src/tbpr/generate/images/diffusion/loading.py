@@ -82,5 +82,7 @@ def weights_hash(*pipes) -> str:
         for module in (pipe.unet, pipe.vae, pipe.text_encoder):
             for name, tensor in sorted(module.state_dict().items()):
                 digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+                digest.update(
+                    tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                )
     return digest.hexdigest()[:16]
