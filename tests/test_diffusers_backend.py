@@ -50,15 +50,17 @@ def test_prompt_to_prompt_edit_and_its_failures(backend, tmp_path):
         target_prompt=PROMPT.replace("red", "blue"),
         inversion={"inner_steps": 1},
     )
-    longer = EditRequest(**edit, source_prompt=PROMPT, target_prompt=PROMPT + ", in a park")
+    refined = EditRequest(**edit, source_prompt=PROMPT, target_prompt=PROMPT + ", in a park")
+    unaligned = EditRequest(**edit, source_prompt=PROMPT, target_prompt="a turquoise-ish shirt")
     missing = EditRequest(
         **{**edit, "source": tmp_path / "gone.png"}, source_prompt=PROMPT, target_prompt=PROMPT
     )
-    results = backend.edit([ok, longer, missing])
+    results = backend.edit([ok, refined, unaligned, missing])
     assert isinstance(results[0], Generated) and results[0].image.size == (32, 64)
     assert results[0].info["inversion"]["inner_steps"] == 1 and results[0].info["cross_share"] == 0.8
-    assert isinstance(results[1], Failed) and "equal token counts" in results[1].reason
-    assert isinstance(results[2], Failed) and "gone.png" in results[2].reason
+    assert isinstance(results[1], Generated) and results[1].image.size == (32, 64)
+    assert isinstance(results[2], Failed) and "equal token counts" in results[2].reason
+    assert isinstance(results[3], Failed) and "gone.png" in results[3].reason
 
 
 def test_instruction_edit_with_an_edit_model(models, tmp_path):

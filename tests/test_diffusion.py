@@ -18,7 +18,7 @@ from tbpr.generate.images.diffusion.inversion import (
     null_text_inversion,
 )
 from tbpr.generate.images.diffusion.loading import ModelNotFound, load_pipeline, weights_hash
-from tbpr.generate.images.diffusion.p2p import check_token_counts, word_swap
+from tbpr.generate.images.diffusion.p2p import prompt_to_prompt, token_alignment
 from tbpr.generate.images.diffusion.sampling import (
     decode,
     denoise,
@@ -126,7 +126,7 @@ def test_null_text_inversion_reconstructs_better_than_the_plain_null(pipe):
 
 def test_word_swap_with_identical_prompts_reproduces_the_source_sample(pipe):
     plain = text_to_image(pipe, PROMPTS[:1], [9], steps=3, **SIZE).latents
-    swapped = word_swap(pipe, PROMPTS[0], PROMPTS[0], seed=9, steps=3, **SIZE).latents
+    swapped = prompt_to_prompt(pipe, PROMPTS[0], PROMPTS[0], seed=9, steps=3, **SIZE).latents
     torch.testing.assert_close(swapped[:1], plain, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(swapped[1:], plain, rtol=1e-4, atol=1e-4)
     assert all(type(proc).__name__ == "AttnProcessor2_0" for proc in pipe.unet.attn_processors.values())
@@ -135,18 +135,42 @@ def test_word_swap_with_identical_prompts_reproduces_the_source_sample(pipe):
 def test_word_swap_replaces_attention_only_for_its_share_of_steps(pipe):
     edited = PROMPTS[0].replace("red", "blue")
     plain_edit = text_to_image(pipe, [edited], [9], steps=3, **SIZE).latents
-    free = word_swap(pipe, PROMPTS[0], edited, seed=9, steps=3, cross_share=0, self_share=0, **SIZE).latents
+    free = prompt_to_prompt(
+        pipe, PROMPTS[0], edited, seed=9, steps=3, cross_share=0, self_share=0, **SIZE
+    ).latents
     torch.testing.assert_close(free[1:], plain_edit, rtol=1e-4, atol=1e-4)
-    controlled = word_swap(
+    controlled = prompt_to_prompt(
         pipe, PROMPTS[0], edited, seed=9, steps=3, cross_share=1, self_share=1, **SIZE
     ).latents
     assert (controlled[1:] - plain_edit).abs().max() > 1e-3
 
 
-def test_word_swap_refuses_unequal_token_counts(pipe):
-    check_token_counts(pipe, "a red shirt", "a blue shirt")
-    with pytest.raises(ConfigError, match="equal token counts: source has 5 .* edited has 7"):
-        word_swap(pipe, "a red shirt", "a turquoise-ish shirt", steps=2, **SIZE)
+def test_prompt_to_prompt_refuses_prompts_it_cannot_align(pipe):
+    assert token_alignment(pipe, "a red shirt", "a blue shirt") is None  # a word swap
+    with pytest.raises(ConfigError, match="equal token counts .* source has 5 .* edited has 7"):
+        prompt_to_prompt(pipe, "a red shirt", "a turquoise-ish shirt", steps=2, **SIZE)
+
+
+def test_refinement_alignment_by_hand(pipe):
+    """ "a red shirt" is [SOT, a, red, shirt]; ", in a park" adds 4 tokens, then the end token and padding."""
+    mapper, keep = token_alignment(pipe, "a red shirt", "a red shirt, in a park")
+    assert mapper[:4].tolist() == [0, 1, 2, 3] and keep.nonzero().flatten().tolist() == [4, 5, 6, 7]
+    assert mapper[8].item() == 4 and mapper[76].item() == 72  # the end token and padding shift by 4
+
+
+def test_refinement_keeps_the_source_layout_only_while_controlled(pipe):
+    edited = PROMPTS[0] + ", in a park"
+    plain_source = text_to_image(pipe, PROMPTS[:1], [9], steps=3, **SIZE).latents
+    plain_edit = text_to_image(pipe, [edited], [9], steps=3, **SIZE).latents
+    free = prompt_to_prompt(
+        pipe, PROMPTS[0], edited, seed=9, steps=3, cross_share=0, self_share=0, **SIZE
+    ).latents
+    torch.testing.assert_close(free[1:], plain_edit, rtol=1e-4, atol=1e-4)
+    controlled = prompt_to_prompt(
+        pipe, PROMPTS[0], edited, seed=9, steps=3, cross_share=1, self_share=0, **SIZE
+    )
+    torch.testing.assert_close(controlled.latents[:1], plain_source, rtol=1e-4, atol=1e-4)
+    assert (controlled.latents[1:] - plain_edit).abs().max() > 1e-3
 
 
 def test_instruct_pix2pix_edit_is_seeded():

@@ -30,7 +30,7 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
         "--edit-model",
         metavar="NAME",
         help="diffusers: an InstructPix2Pix model that edits by instruction (default: none; edits then use "
-        "null-text inversion + prompt-to-prompt word swap, which needs equal token counts)",
+        "null-text inversion + prompt-to-prompt on the source and target prompts)",
     )
     add_device_option(p)
     p.add_argument("--workers", type=int, default=1, help="synthpedes: render processes (default: 1)")

@@ -3,8 +3,9 @@
 ``generate``: batched text-to-image, requests grouped by size, steps, guidance and negative prompt, one
 seeded generator per image. ``edit``: InstructPix2Pix on the request's ``instruction`` when the backend
 has an ``edit_model``; otherwise null-text inversion of the source image with ``source_prompt`` and a
-prompt-to-prompt word swap to ``target_prompt`` (which must have the same token count). A request that
-cannot be served (a size the UNet cannot take, an unreadable source, unequal token counts, out of memory)
+prompt-to-prompt edit to ``target_prompt`` (a word swap of the same token count, or a refinement that adds
+words after the source prompt's). A request that
+cannot be served (a size the UNet cannot take, an unreadable source, prompts prompt-to-prompt cannot align, out of memory)
 is a ``Failed`` with the reason; a failing batch is retried one request at a time.
 """
 
@@ -25,8 +26,8 @@ from tbpr.generate.images.backend import EditRequest, Failed, Generated, ImageRe
 from tbpr.generate.images.diffusion.instruct import instruct_edit
 from tbpr.generate.images.diffusion.inversion import NullTextSettings, null_text_inversion
 from tbpr.generate.images.diffusion.loading import load_pipeline, weights_hash
-from tbpr.generate.images.diffusion.p2p import word_swap
-from tbpr.generate.images.diffusion.sampling import latent_shape, text_to_image, token_count
+from tbpr.generate.images.diffusion.p2p import prompt_to_prompt, token_alignment
+from tbpr.generate.images.diffusion.sampling import latent_shape, text_to_image
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ class DiffusersBackend:
             "dtype": str(self.pipe.unet.dtype).removeprefix("torch."),
             "scheduler": "DDIM, eta 0",
             "edit_model": self.edit_model,
-            "edit": "instructpix2pix"
-            if self.instruct
-            else "null-text inversion + prompt-to-prompt word swap",
+            "edit": "instructpix2pix" if self.instruct else "null-text inversion + prompt-to-prompt",
             "image_guidance": self.image_guidance if self.instruct else None,
             "diffusers": diffusers.__version__,
         }
@@ -127,12 +126,10 @@ class DiffusersBackend:
     def _p2p_problem(self, r: EditRequest) -> str | None:
         if not r.source_prompt or not r.target_prompt:
             return "prompt-to-prompt needs the source image's prompt and a target prompt"
-        n, m = token_count(self.pipe, r.source_prompt), token_count(self.pipe, r.target_prompt)
-        if n != m:
-            return (
-                f"prompt-to-prompt word swap needs equal token counts: source prompt {n}, target prompt {m} "
-                "(give the backend an --edit-model for instruction editing, or swap one word)"
-            )
+        try:
+            token_alignment(self.pipe, r.source_prompt, r.target_prompt)
+        except ConfigError as err:
+            return f"{err} (or give the backend an --edit-model for instruction editing)"
         unknown = set(r.inversion) - set(P2P_KEYS) - set(NullTextSettings.__dataclass_fields__)
         if unknown:
             return f"inversion settings {sorted(unknown)} unknown; use {sorted([*P2P_KEYS, *NullTextSettings.__dataclass_fields__])}"
@@ -147,7 +144,7 @@ class DiffusersBackend:
         settings = NullTextSettings(**{k: v for k, v in r.inversion.items() if k not in P2P_KEYS})
         shares = {k: r.inversion[k] for k in P2P_KEYS if k in r.inversion}
         inv = null_text_inversion(self.pipe, image, r.source_prompt, r.steps, r.guidance, settings)
-        out = word_swap(
+        out = prompt_to_prompt(
             self.pipe,
             r.source_prompt,
             r.target_prompt,
@@ -159,7 +156,7 @@ class DiffusersBackend:
             **shares,
         )
         info = {
-            "method": "null-text inversion + prompt-to-prompt word swap",
+            "method": "null-text inversion + prompt-to-prompt",
             "inversion": {**vars(settings), "updates": inv.inner_steps_used, "final_loss": max(inv.losses)},
             "cross_share": shares.get("cross_share", 0.8),
             "self_share": shares.get("self_share", 0.4),

@@ -1,10 +1,12 @@
-"""Prompt-to-prompt word swap (Hertz et al., ICLR 2023) on the UNet's attention processors.
+"""Prompt-to-prompt (Hertz et al., ICLR 2023) on the UNet's attention processors: word swap and refinement.
 
-The source prompt and the edited prompt (one word swapped, the same token count) are sampled together from
-the same starting latent. In the conditional half of the batch, the edited prompt's cross-attention maps are
-replaced by the source's during the first ``cross_share`` of the steps, and its self-attention maps likewise
-during the first ``self_share`` in layers of at most 16x16 positions (the paper's rule): the layout follows
-the source, the swapped word changes what is drawn there. Defaults are the papers' typical settings.
+The source prompt and the edited prompt are sampled together from the same starting latent. In the
+conditional half of the batch, the edited prompt's cross-attention maps are replaced by the source's during
+the first ``cross_share`` of the steps, and its self-attention maps likewise during the first
+``self_share`` in layers of at most 16x16 positions (the paper's rule): the layout follows the source.
+Word swap: equal token counts, token j takes the source's token j map (the swapped word changes what is
+drawn there). Refinement: the edited prompt adds tokens after all of the source's words ("..., in a park");
+the shared tokens take the source's maps, the added ones keep their own. Defaults are the papers'.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class AttentionSwap:
     cross_share: float = 0.8
     self_share: float = 0.4
     guided: bool = True  # the batch is [unconditional, conditional]: edit the conditional half only
+    alignment: tuple[torch.Tensor, torch.Tensor] | None = None  # refinement's (mapper, keep); None: swap
     step: int = 0
 
     def replaces(self, is_cross: bool, positions: int) -> bool:
@@ -49,7 +52,11 @@ class AttentionSwap:
             return probs
         probs = probs.reshape(-1, heads, *probs.shape[1:]).clone()
         half = probs.shape[0] // 2 if self.guided else 0
-        probs[half + 1 :] = probs[half]  # the batch's first prompt of each half is the source
+        if is_cross and self.alignment is not None:  # edited token j reads source column mapper[j]
+            mapper, keep = (t.to(probs.device) for t in self.alignment)
+            probs[half + 1 :] = torch.where(keep, probs[half + 1 :], probs[half][..., mapper])
+        else:
+            probs[half + 1 :] = probs[half]  # the batch's first prompt of each half is the source
         return probs.flatten(0, 1)
 
 
@@ -97,17 +104,27 @@ def swapped_attention(unet, swap: AttentionSwap) -> Iterator[None]:
         unet.set_attn_processor(previous)
 
 
-def check_token_counts(pipe, source: str, edited: str) -> None:
-    """ConfigError unless the two prompts have the same number of tokens (word swap maps token to token)."""
-    n, m = token_count(pipe, source), token_count(pipe, edited)
-    if n != m:
-        raise ConfigError(
-            f"prompt-to-prompt word swap needs prompts with equal token counts: source has {n} "
-            f"({source!r}), edited has {m} ({edited!r}); choose a replacement word of the same token length"
-        )
+def token_alignment(pipe, source: str, edited: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """None for a word swap (equal token counts); for a refinement (the edited prompt's tokens start with
+    all of the source's words) the column ``mapper`` into the source's maps and the ``keep`` mask of added
+    tokens; ConfigError for any other pair."""
+    src, dst = (pipe.tokenizer(p).input_ids[:-1] for p in (source, edited))  # without the end token
+    if len(src) == len(dst):
+        return None
+    if len(dst) > len(src) and dst[: len(src)] == src:
+        n, added = len(src), len(dst) - len(src)
+        positions = torch.arange(pipe.tokenizer.model_max_length)
+        keep = (positions >= n) & (positions < n + added)
+        mapper = torch.where(positions < n, positions, (positions - added).clamp(min=n))
+        return mapper, keep
+    raise ConfigError(
+        f"prompt-to-prompt needs equal token counts (word swap) or an edited prompt that adds words after "
+        f"the source's (refinement): source has {token_count(pipe, source)} ({source!r}), edited has "
+        f"{token_count(pipe, edited)} ({edited!r}); swap one word for one of the same token length"
+    )
 
 
-def word_swap(
+def prompt_to_prompt(
     pipe,
     source: str,
     edited: str,
@@ -126,11 +143,11 @@ def word_swap(
     Start from ``latent`` (x_K of a null-text inversion, with its ``null_embeddings``) or from ``seed``'s
     noise with the empty prompt as the unconditional embedding.
     """
-    check_token_counts(pipe, source, edited)
+    alignment = token_alignment(pipe, source, edited)
     if latent is None:
         latent = initial_latents(pipe, [seed], height, width)
     uncond = null_embeddings if null_embeddings is not None else encode_prompts(pipe, [""])
-    swap = AttentionSwap(steps, cross_share, self_share, guided=guidance != 1.0)
+    swap = AttentionSwap(steps, cross_share, self_share, guided=guidance != 1.0, alignment=alignment)
 
     def before_step(i: int) -> None:
         swap.step = i
