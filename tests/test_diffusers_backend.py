@@ -100,3 +100,23 @@ def test_generate_persons_with_the_diffusers_backend(models, tmp_path, capsys):
     assert len(images) == 2 and all(len(r["model_hash"]) == 16 for r in images)
     assert main([*args, "--steps", "2", "--filter", "none"]) == 0  # a rerun adds nothing
     assert len(store.read_text().splitlines()) == len(records)
+    edits = tmp_path / "edits.jsonl"
+    args = [
+        "generate",
+        "edit",
+        "--from",
+        str(store),
+        "--out",
+        str(edits),
+        "--background",
+        "park",
+        "--steps",
+        "2",
+    ]
+    args += ["--backend", "diffusers", "--model", str(models[0]), "--device", "cpu", "--filter", "none"]
+    assert main(args) == 0  # null-text inversion + prompt-to-prompt refinement ("..., in a park")
+    done = [json.loads(line) for line in edits.read_text().splitlines()]
+    done = [r for r in done if r.get("backend") == "diffusers"]
+    assert len(done) == 2 and all(
+        r["result"]["method"] == "null-text inversion + prompt-to-prompt" for r in done
+    )
