@@ -64,13 +64,21 @@ class TransformersTextTower(nn.Module):
         name = _model_source(cfg)
         _quiet_transformers()
         try:
-            if cfg.weights == "pretrained":
-                self.model = AutoModel.from_pretrained(name)
-            else:
-                self.model = AutoModel.from_config(AutoConfig.from_pretrained(name))
+            config, unused = AutoConfig.from_pretrained(name, return_unused_kwargs=True, **cfg.options)
         except (OSError, ValueError) as err:
             raise ConfigError(
                 f"{FIELD}.name={cfg.name!r}: not a transformers model folder or reachable hub name ({err})"
+            ) from err
+        if unused:
+            raise ConfigError(f"{FIELD}.options: {sorted(unused)} are not fields of {cfg.name}'s config")
+        try:
+            if cfg.weights == "pretrained":
+                self.model = AutoModel.from_pretrained(name, config=config)
+            else:
+                self.model = AutoModel.from_config(config)
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"{FIELD}: {cfg.name} (options {cfg.options}, weights {cfg.weights}) could not be built: {err}"
             ) from err
         if cfg.weights not in ("pretrained", "random"):
             load_weight_file(self.model, resolve_source(cfg.weights, f"{FIELD}.weights"), f"{FIELD}.weights")
