@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from components import missing
+from tbpr.errors import ConfigError
 from tbpr.models import DualEncoder
 from tbpr.train import load_config, train
 from tbpr.train.views import MultiViewForward
@@ -51,6 +52,18 @@ def test_pdg_has_the_papers_settings():
     approx = cfg.data.text_augment.approximate
     assert (approx.ops, approx.sigma, approx.p) == (["sdel", "cdel", "repl"], 0.2, 0.5)
     assert (cfg.mixup.p, cfg.mixup.lam) == (0.5, 0.5)
+
+
+def test_pdg_by_hub_name_offline_is_a_one_line_error(monkeypatch):
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    if isinstance(huggingface_hub.try_to_load_from_cache("bert-base-uncased", "config.json"), str):
+        pytest.skip("bert-base-uncased is in this machine's Hugging Face cache: it loads offline")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail at once, without retries
+    with pytest.raises(ConfigError, match="model.text_tower.name='bert-base-uncased'") as info:
+        DualEncoder(load_config("pdg").model)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize(
