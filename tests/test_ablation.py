@@ -466,14 +466,19 @@ PAPER_GRIDS = {
         "table4-aug-combos",
         "table5-losses",
         "table16-few-shot",
-        "pdg-table7-text-ops",  # until the PDG recipes land
     ],
     "llm-da": ["llmda-table5-modules", "llmda-fig6-alpha", "llmda-fig7-beta", "llmda-table4-text-aug"],
     "mllm4text": ["mllm4text-masking"],
     "clip-sdm": ["noise"],
+    "pdg": ["pdg-table3-losses", "pdg-table4-slicing", "pdg-table5-modules", "pdg-table7-text-ops"],
 }
 BASE = {grid: base for base, grids in PAPER_GRIDS.items() for grid in grids}
-CPU_BASE = {"clip-sdm": "cpu-small"}  # a recipe whose CPU version is not named RECIPE-small
+CPU_BASE = {
+    "clip-sdm": "cpu-small",
+    "pdg": "pdg-lite",
+}  # a recipe whose CPU version is not named RECIPE-small
+CPU_BASE_OF_GRID = {"pdg-table4-slicing": "pdg-scratch-small"}  # pdg-lite's image tower has no patches
+GPU_ARCH = {"pdg": "towers"}  # BERT-base + ViT-B/16 (the others: CLIP ViT-B/16)
 
 
 def test_every_paper_table_ships_as_a_gpu_and_a_cpu_grid():
@@ -489,12 +494,14 @@ def test_shipped_grids_resolve_every_variant(path, tmp_path):
     assert len(set(configs)) == len(configs), "two rows of the grid train the same config"
     small = path.stem.endswith("-small")
     base = BASE[path.stem.removesuffix("-small")]
-    assert grid.base == (CPU_BASE.get(base, f"{base}-small") if small else base)
+    gpu_name = path.stem.removesuffix("-small")
+    cpu_base = CPU_BASE_OF_GRID.get(gpu_name, CPU_BASE.get(base, f"{base}-small"))
+    assert grid.base == (cpu_base if small else base)
     if small:
         gpu, _ = A.load_grid(path.stem.removesuffix("-small"))
         assert [v.name for v in grid.variants] == [v.name for v in gpu.variants]
     else:
-        assert {rv.config.model.arch for rv in run.variants} == {"ViT-B-16"}
+        assert {rv.config.model.arch for rv in run.variants} == {GPU_ARCH.get(base, "ViT-B-16")}
 
 
 def test_a_variant_may_start_from_its_own_recipe(tmp_path):

@@ -7,7 +7,7 @@ from tbpr.config import apply_overrides, from_dict, save_yaml, to_dict
 from tbpr.errors import ConfigError
 from tbpr.train.config import TrainConfig, load_config
 from tbpr.train.reproducible import SeededBatches, SeededDataset, sample_seed
-from tbpr.train.schedule import warmup_cosine_factor
+from tbpr.train.schedule import lr_factor, warmup_cosine_factor
 
 
 def test_shipped_recipes_load_and_round_trip(tmp_path):
@@ -49,6 +49,21 @@ def test_warmup_then_cosine_matches_formula():
     assert f[100] == pytest.approx(floor)
     assert f[30] == pytest.approx(floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * 20 / 90)))
     assert all(a >= b for a, b in zip(f[10:], f[11:]))
+
+
+def test_step_schedule_warms_up_then_divides_by_ten_every_period():
+    # PDG: 10 warm-up epochs from 0.01 of the peak, then x0.1 every 20 epochs (counted from the start)
+    optim = load_config("cpu-small", ["optim.schedule=step", "optim.warmup_epochs=10", "optim.step_epochs=20",
+                                      "optim.warmup_start_factor=0.01"]).optim  # fmt: skip
+    f = lr_factor(optim, steps_per_epoch=2, total_steps=140)
+    assert f(0) == pytest.approx(0.01) and f(10) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert [f(s) for s in (20, 39, 40, 79, 80, 120, 139)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.001, 0.001]
+    )
+    with pytest.raises(ConfigError, match="optim.schedule='linear'"):
+        load_config("cpu-small", ["optim.schedule=linear"])
+    with pytest.raises(ConfigError, match="step_gamma=0"):
+        load_config("cpu-small", ["optim.step_gamma=0"])
 
 
 class _Batches:

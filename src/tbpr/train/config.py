@@ -18,7 +18,9 @@ from tbpr.losses import LOSSES, LossParams, check_loss_weights, required_ss_head
 from tbpr.models import ModelConfig
 from tbpr.text.augment import TextAugConfig
 from tbpr.train.masking import MaskingConfig
+from tbpr.train.mixup import MixupConfig
 from tbpr.train.noise import NoiseConfig
+from tbpr.train.schedule import SCHEDULES
 
 log = logging.getLogger(__name__)
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -56,7 +58,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW (or Adam) with linear warmup then cosine decay, stepped every optimizer step."""
+    """AdamW (or Adam) with linear warmup then a cosine decay (or steps), stepped every optimizer step."""
 
     lr: float = 1e-5
     min_lr: float = 0.0
@@ -74,10 +76,20 @@ class OptimConfig:
     bias_lr_factor: float = 1.0  # learning-rate multiplier of the encoders' biases (IRRA: 2)
     tse_lr_factor: float = 1.0  # learning-rate multiplier of the TSE heads (RDE: 100, i.e. 1e-3 at lr 1e-5)
     name: str = "adamw"  # 'adamw' (decoupled weight decay) or 'adam' (L2 in the gradient, as IRRA)
+    schedule: str = "cosine"  # after the warm-up: 'cosine' (down to min_lr) or 'step' (PDG)
+    step_epochs: float = 20.0  # schedule 'step': multiply the lr by step_gamma every this many epochs
+    step_gamma: float = 0.1
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ConfigError(f"optim.name={self.name!r}: choose one of {list(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule={self.schedule!r}: choose one of {list(SCHEDULES)}")
+        if not self.step_epochs > 0 or not 0 < self.step_gamma <= 1:
+            raise ConfigError(
+                f"optim.step_epochs={self.step_epochs}, step_gamma={self.step_gamma}: expected a period > 0 "
+                "and a factor in (0, 1]"
+            )
         at_least("optim", 1, epochs=self.epochs, accum_steps=self.accum_steps)
 
 
@@ -92,6 +104,7 @@ class TrainConfig:
     loss_params: LossParams = field(default_factory=LossParams)
     masking: MaskingConfig = field(default_factory=MaskingConfig)  # caption token masking (EM / NAM)
     noise: NoiseConfig = field(default_factory=NoiseConfig)  # clean-sample division (tbpr.train.noise)
+    mixup: MixupConfig = field(default_factory=MixupConfig)  # PDG's feature-level mixup (tbpr.train.mixup)
     output_dir: str = "runs/default"
     seed: int = 0
     eval_every: int = 1  # epochs between validation runs (0: never, best = last)
@@ -155,6 +168,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> T
         t for t in ("image", "text") if t in {*cfg.model.ss_heads, *required_ss_heads(cfg.losses)}
     ]
     views = required_views(cfg.losses)
+    cfg.mixup.check(views, cfg.noise.division, cfg.noise.coteach)
     if "mlm" in views:  # the MLM head follows from the loss, like the SimCLR heads
         if cfg.masking.mode == "none":
             raise ConfigError("losses.mlm predicts masked tokens: set masking.mode to em or nam")

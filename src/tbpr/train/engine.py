@@ -46,12 +46,13 @@ from tbpr.train import distributed as dist
 from tbpr.train.config import TrainConfig
 from tbpr.train.init_from import load_init_weights
 from tbpr.train.masking import TokenMasker
+from tbpr.train.mixup import draw_partners, with_mixed_pairs
 from tbpr.train.nam import nam_layers
 from tbpr.train.noise import epoch_clean_mask
 from tbpr.train.optim import build_optimizer
 from tbpr.train.reproducible import SeededBatches, SeededDataset, rng_state, seed_everything, set_rng_state
 from tbpr.train.resume import check_resumable
-from tbpr.train.schedule import warmup_cosine_factor
+from tbpr.train.schedule import lr_factor
 from tbpr.train.views import MultiViewForward
 
 log = logging.getLogger(__name__)
@@ -196,21 +197,22 @@ class Trainer:
             self.masker = TokenMasker(masking, n, cfg.model.context_length, self.tokenizer, cfg.seed)
         layers = nam_layers(self.model, masking.layer) if masking.mode == "nam" else None
         self.mlm = "mlm" in views
+        self.mixup = cfg.mixup.p > 0  # PDG's feature-level mixup (tbpr.train.mixup)
         self.forward = MultiViewForward(
-            self.model, required_ss_heads(cfg.losses), nam_layers=layers, mlm=self.mlm, id_head="id" in views
+            self.model,
+            required_ss_heads(cfg.losses),
+            nam_layers=layers,
+            mlm=self.mlm,
+            id_head="id" in views,
+            mixup_lam=cfg.mixup.lam if self.mixup else None,
         )
         self.ddp = None
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.forward, device_ids=ids)
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        warmup = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
-        min_factor = cfg.optim.min_lr / cfg.optim.lr
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: warmup_cosine_factor(
-                s, self.total_steps, warmup, cfg.optim.warmup_start_factor, min_factor
-            ),
+            self.optimizer, lr_factor(cfg.optim, self.steps_per_epoch, self.total_steps)
         )
         self.use_amp = cfg.optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -344,6 +346,12 @@ class Trainer:
         keys = ("image", "image2", "tokens", "tokens2", "tokens_full", "tokens_mlm", "mlm_labels", "pid")
         keys += self.constraint * ("tokens_orig", "replaced")
         inputs = {key: batch[key].to(self.device, non_blocking=True) for key in keys if key in batch}
+        if self.mixup:
+            rows, partners = draw_partners(
+                batch["pid"].tolist(), batch["caption_index"].tolist(), self.cfg.mixup.p, self.cfg.seed,
+                self.epoch, self.batch_in_epoch,
+            )  # fmt: skip
+            inputs.update(mix_rows=rows.to(self.device), mix_partners=partners.to(self.device))
         net = self.ddp or self.forward
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
             out = net(inputs)
@@ -374,9 +382,16 @@ class Trainer:
             text_orig=gather(out.get("text_orig")),
             replaced=dist.all_gather_no_grad(inputs["replaced"]) if self.constraint else None,
         )
-        tse = None  # RDE's second embedding: the recipe's pair losses on it too
+        tse = None  # RDE's second embedding: the recipe's pair losses on it too (the mixed pairs have none)
         if "image_tse" in out:
             tse = dataclasses.replace(views, image=gather(out["image_tse"]), text=gather(out["text_tse"]))
+        if self.mixup:  # the mixed pairs join the losses as new positive pairs
+            views = with_mixed_pairs(
+                views,
+                gather(out["image_mix"]),
+                gather(out["text_mix"]),
+                dist.all_gather_no_grad(out["mixed"]),
+            )
         keep = self.cfg.noise.coteach_keep(self.epoch)
         return compute_two_embeddings(self.cfg.losses, views, tse, self.cfg.loss_params, keep)
 

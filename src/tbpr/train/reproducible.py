@@ -16,8 +16,11 @@ import torch
 from torch.utils.data import Dataset
 
 
-def sample_seed(seed: int, epoch: int, batch: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, batch, index]).generate_state(1)[0])
+def sample_seed(seed: int, epoch: int, batch: int, index: int, stream: int = 0) -> int:
+    """The seed of one sample's random draws; another ``stream`` (> 0) gives an independent seed for
+    draws made outside the dataset (e.g. mixup partners), stream 0 the sample's augmentations."""
+    entropy = [seed, epoch, batch, index] + ([stream] if stream else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 class SeededBatches:

@@ -13,21 +13,28 @@ With "tokens_orig" and "replaced" (PDG's approximate text, for L_c), the origina
 replaced rows only are encoded, in the text tower's one forward, and returned as "text_orig" [N, D] with
 zero rows where nothing was replaced (the loss masks them).
 With ``model.tse``, "image_tse" / "text_tse" are RDE's second embedding of the first image / text view.
+With ``mixup_lam`` and "mix_rows"/"mix_partners" (PDG's feature-level mixup, ``tbpr.train.mixup``), each
+tower's one forward also runs one extra row per mixed sample whose first-block output is the mixture of
+the two samples' (``tbpr.models.mixup``), returned as "image_mix"/"text_mix" [N, D] (zero rows where a
+sample was not mixed) with "mixed" [N] bool.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import Tensor, nn
 
 from tbpr.losses.mlm import IGNORE
 from tbpr.models import DualEncoder
+from tbpr.models.mixup import mix_token_rows, mixed_after_first_block
 from tbpr.train.nam import max_patch_similarity
 
 
 class MultiViewForward(nn.Module):
     """``forward(batch)`` -> {'image', 'text', ['image2'], ['text2'], 'ss', 'logit_scale', ['nam_max_sim'],
-    ['mlm_logits'], ['id_logits'], ['text_orig'], ['image_tse', 'text_tse']}."""
+    ['mlm_logits'], ['id_logits'], ['text_orig'], ['image_tse', 'text_tse'], ['image_mix', 'text_mix', 'mixed']}."""
 
     def __init__(
         self,
@@ -36,6 +43,7 @@ class MultiViewForward(nn.Module):
         nam_layers: tuple[int, int] | None = None,
         mlm: bool = False,
         id_head: bool = False,
+        mixup_lam: float | None = None,
     ):
         super().__init__()
         self.model = model
@@ -43,6 +51,7 @@ class MultiViewForward(nn.Module):
         self.nam_layers = nam_layers
         self.mlm = mlm
         self.id_head = id_head
+        self.mixup_lam = mixup_lam
 
     @staticmethod
     def _encode(features, *views: Tensor | None) -> tuple[list[Tensor | None], Tensor | None]:
@@ -86,18 +95,46 @@ class MultiViewForward(nn.Module):
     def _towers(self, batch: dict[str, Tensor], out: dict) -> None:
         replaced = batch.get("replaced")  # with "tokens_orig": encode the original of each replaced caption
         originals = None if replaced is None else batch["tokens_orig"][replaced]
-        for tower, encode, views in (
-            ("image", self.model.image_features, (batch["image"], batch.get("image2"))),
-            ("text", self.model.text_features, (batch["tokens"], batch.get("tokens2"), originals)),
-        ):
-            (out[tower], view2, *more), tse = self._encode(encode, *views)
+        mix = self.mixup_lam is not None
+        rows, partners = (batch["mix_rows"], batch["mix_partners"]) if mix else (None, None)
+        mixing = mix and len(rows) > 0
+        pad_id = self.model.tokenizer.pad_id
+        towers = (
+            (
+                "image",
+                self.model.image_features,
+                self.model.image_blocks,
+                (batch["image"], batch.get("image2")),
+            ),
+            (
+                "text",
+                self.model.text_features,
+                self.model.text_blocks,
+                (batch["tokens"], batch.get("tokens2"), originals),
+            ),
+        )
+        for tower, features, blocks, views in towers:
+            extra, mixer = None, contextlib.nullcontext()
+            if mixing:  # extra rows at the end; their first-block outputs are replaced by the mixtures
+                first = views[0]
+                extra = first[rows] if tower == "image" else mix_token_rows(first, rows, partners, pad_id)
+                start = sum(len(v) for v in views if v is not None)
+                mixer = mixed_after_first_block(blocks, start, rows, partners, self.mixup_lam)
+            with mixer:
+                (out[tower], view2, *more), tse = self._encode(features, *views, extra)
             if tse is not None:
                 out[f"{tower}_tse"] = tse
+            if mix:  # zeros where a sample was not mixed, so every rank gathers [N, D]
+                feats, zeros = more.pop(), out[tower].new_zeros(out[tower].shape)
+                out[f"{tower}_mix"] = zeros if feats is None else zeros.index_put((rows,), feats)
             if view2 is not None:
                 out[f"{tower}2"] = view2
             if tower in self.ss_towers:
                 out["ss"][tower] = self.model.ss_project(tower, out[tower])
                 out["ss"][f"{tower}2"] = self.model.ss_project(tower, view2)
+        if mix:
+            out["mixed"] = torch.zeros(len(batch["image"]), dtype=torch.bool, device=batch["image"].device)
+            out["mixed"][rows] = True
         if replaced is not None:  # zeros in the rows not replaced, so every rank gathers [N, D]
             text = out["text"]
             out["text_orig"] = text.new_zeros(text.shape).index_put((replaced,), more[0].to(text.dtype))

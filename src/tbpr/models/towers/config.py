@@ -26,6 +26,8 @@ class TowerConfig:
     caption's tokens, as sentence-transformers pools MiniLM).
     ``patch_stride`` (timm ViT): the patch-embedding stride w; below the patch size P the patches
     overlap (PDG's overlapping slicing); null keeps w = P.
+    ``options``: keyword arguments of the architecture, e.g. a smaller model trained from scratch: timm's
+    ``create_model`` arguments ({depth: 4}), or fields of the transformers config ({num_hidden_layers: 2}).
     """
 
     kind: str | None = None
@@ -33,6 +35,7 @@ class TowerConfig:
     weights: str | None = None
     pooling: str | None = None
     patch_stride: int | None = None
+    options: dict = dataclasses.field(default_factory=dict)
 
 
 # An architecture made of towers: each entry fills the null fields of model.text_tower / model.image_tower.

@@ -64,9 +64,15 @@ class TimmImageTower(nn.Module):
         pretrained = cfg.weights == "pretrained"
         try:
             try:  # a ViT is built for the input size (its position embeddings are resampled to it)
-                self.model = timm.create_model(cfg.name, pretrained=pretrained, img_size=tuple(image_size))
+                self.model = timm.create_model(
+                    cfg.name, pretrained=pretrained, img_size=tuple(image_size), **cfg.options
+                )
             except TypeError:  # a CNN takes any size
-                self.model = timm.create_model(cfg.name, pretrained=pretrained)
+                self.model = timm.create_model(cfg.name, pretrained=pretrained, **cfg.options)
+        except TypeError as err:
+            raise ConfigError(
+                f"{FIELD}.options={cfg.options}: {cfg.name} does not take them ({err})"
+            ) from err
         except (RuntimeError, OSError) as err:  # no network, or no such weights
             raise ConfigError(
                 f"{FIELD}.weights=pretrained for {cfg.name}: {err}. Offline, give a weight file instead"

@@ -21,6 +21,11 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()  # "Loading weights" bars would flood the training log
 
 
+def _one_line(err: Exception) -> str:
+    """A transformers / hub message on one line (theirs span several)."""
+    return " ".join(str(err).split())
+
+
 def _model_source(cfg: TowerConfig) -> str:
     """The folder or hub name of the model; a path that does not exist is a ConfigError."""
     name = resolve_source(cfg.name, f"{FIELD}.name")
@@ -44,7 +49,9 @@ def load_tokenizer(cfg: TowerConfig, context_length: int) -> PretrainedTokenizer
     try:
         hf = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"{FIELD}.name={cfg.name!r}: no tokenizer could be loaded ({err})") from err
+        raise ConfigError(
+            f"{FIELD}.name={cfg.name!r}: no tokenizer could be loaded ({_one_line(err)})"
+        ) from err
     try:
         return PretrainedTokenizer(hf, context_length)
     except ValueError as err:
@@ -64,13 +71,21 @@ class TransformersTextTower(nn.Module):
         name = _model_source(cfg)
         _quiet_transformers()
         try:
-            if cfg.weights == "pretrained":
-                self.model = AutoModel.from_pretrained(name)
-            else:
-                self.model = AutoModel.from_config(AutoConfig.from_pretrained(name))
+            config, unused = AutoConfig.from_pretrained(name, return_unused_kwargs=True, **cfg.options)
         except (OSError, ValueError) as err:
             raise ConfigError(
-                f"{FIELD}.name={cfg.name!r}: not a transformers model folder or reachable hub name ({err})"
+                f"{FIELD}.name={cfg.name!r}: not a transformers model folder or reachable hub name ({_one_line(err)})"
+            ) from err
+        if unused:
+            raise ConfigError(f"{FIELD}.options: {sorted(unused)} are not fields of {cfg.name}'s config")
+        try:
+            if cfg.weights == "pretrained":
+                self.model = AutoModel.from_pretrained(name, config=config)
+            else:
+                self.model = AutoModel.from_config(config)
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"{FIELD}: {cfg.name} (options {cfg.options}, weights {cfg.weights}) could not be built: {_one_line(err)}"
             ) from err
         if cfg.weights not in ("pretrained", "random"):
             load_weight_file(self.model, resolve_source(cfg.weights, f"{FIELD}.weights"), f"{FIELD}.weights")
