@@ -110,3 +110,19 @@ def test_the_shipped_sets_leave_bags_out_of_the_clothes():
     sets = C.ColourSets.load()
     assert {"bag", "backpack"} <= sets.excluded and not {"bag", "backpack"} & sets.clothes
     assert sets.family_of[("dark", "blue")] == "blue"
+
+
+def test_a_colour_after_the_garment_behind_in_belongs_to_it(swapper):
+    analysis = swapper.analyse("A man in a jumper in grey and orange trousers.")
+    assert [(s.phrase, s.old) for s in analysis.slots] == [
+        ("a jumper in grey", "grey"),
+        ("orange trousers", "orange"),
+    ]
+    analysis = swapper.analyse("A woman in a shirt in black and white.")
+    assert [s.old for s in analysis.slots] == ["black", "white"]
+    assert all({"black", "white"}.isdisjoint(s.targets) for s in analysis.slots)
+
+
+def test_a_clothes_phrase_without_a_colour_beside_one_with_a_colour(swapper):
+    analysis = swapper.analyse("A man in a shirt and red trousers.")
+    assert [(s.phrase, s.old) for s in analysis.slots] == [("red trousers", "red")]

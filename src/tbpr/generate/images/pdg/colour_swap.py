@@ -5,7 +5,8 @@ process) splits the caption into noun chunks; a chunk that coordinates nouns ("a
 trousers" is one chunk) is cut after each noun, so every phrase ends at its head noun. A phrase qualifies
 when its head is in the clothes set Cl and none of its words is an excluded belonging (bags, backpacks:
 ``sets.yaml``). Its colours are the colour expressions before the head: a name of the colour set Co,
-optionally after a shade ("dark blue", "light-grey", "pale pink"), taken whole.
+optionally after a shade ("dark blue", "light-grey", "pale pink"), taken whole; and one colour right
+after the head behind "in" ("a jumper in grey"), unless a noun follows it ("a jumper in grey trousers").
 
 The replacement is a name of another Co family (one that none of the phrase's colours belongs to) whose
 caption keeps the CLIP BPE token count, as prompt-to-prompt's word swap needs: a one-token "red" becomes a
@@ -172,48 +173,52 @@ class ColourSwapper:
         """The CLIP BPE token count of ``text`` (without start and end tokens, untruncated)."""
         return len(self._bpe.encode(text))
 
-    def analyse(self, caption: str) -> Analysis:
-        phrases = [p for p in self._phrases(caption) if self._is_clothes(p)]
+    def analyse_many(self, captions: Iterable[str]) -> list[Analysis]:
+        """``analyse`` of each caption, parsed in batches."""
+        captions = list(captions)
+        return [self.analyse(c, doc) for c, doc in zip(captions, self.nlp.pipe(captions, batch_size=256))]
+
+    def analyse(self, caption: str, doc=None) -> Analysis:
+        """The swappable colours of ``caption`` (``doc``: its spaCy parse, if already made)."""
+        phrases = [p for p in self._phrases(doc or self.nlp(caption)) if self._is_clothes(p)]
         if not phrases:
             return Analysis(caption, (), NO_CLOTHES)
-        found = [(i, span) for i, phrase in enumerate(phrases) for span in self._colours(phrase)]
-        if not found:
+        colours = [self._phrase_colours(phrase) for phrase in phrases]
+        if not any(colours):
             return Analysis(caption, (), NO_COLOUR)
         length = self.tokens(caption)
         slots, past = [], False
-        for index, (start, end, family) in found:
-            phrase = phrases[index]
-            token_start = self.tokens(caption[:start])
-            token_count = length - token_start - self.tokens(caption[end:])
-            if token_start + token_count > CONTEXT_TOKENS:
-                past = True
-                continue
-            taken = {fam for s, e, fam in self._colours(phrase)}
-            targets = {
-                fam: same
-                for fam, names in self.sets.colours.items()
-                if fam not in taken
-                and (
-                    same := tuple(
-                        n for n in names if self.tokens(caption[:start] + n + caption[end:]) == length
+        for index, (phrase, spans) in enumerate(zip(phrases, colours)):
+            text = caption[phrase[0].idx : max([phrase[-1].idx + len(phrase[-1]), *(e for _, e, _ in spans)])]
+            taken = {fam for _, _, fam in spans}
+            for start, end, family in spans:
+                token_start = self.tokens(caption[:start])
+                token_count = length - token_start - self.tokens(caption[end:])
+                if token_start + token_count > CONTEXT_TOKENS:
+                    past = True
+                    continue
+                targets, size = {}, self.tokens(caption[start:end])
+                for fam, names in self.sets.colours.items():
+                    fits = (n for n in names if self.tokens(n) == size)  # then the caption's count, exactly
+                    same = tuple(
+                        n for n in fits if self.tokens(caption[:start] + n + caption[end:]) == length
                     )
-                )
-            }
-            if targets:
-                text = caption[phrase[0].idx : phrase[-1].idx + len(phrase[-1])]
-                slots.append(
-                    Slot(
-                        text, index, start, end, caption[start:end], family, targets, token_start, token_count
+                    if fam not in taken and same:
+                        targets[fam] = same
+                if targets:
+                    old = caption[start:end]
+                    slots.append(
+                        Slot(text, index, start, end, old, family, targets, token_start, token_count)
                     )
-                )
         if not slots:
             return Analysis(caption, (), PAST_CONTEXT if past else NO_SAME_LENGTH)
         return Analysis(caption, tuple(slots), None)
 
-    def _phrases(self, caption: str) -> list[list]:
+    @staticmethod
+    def _phrases(doc) -> list[list]:
         """Noun chunks, cut after every noun followed by a conjunction or comma (one head per phrase)."""
         phrases = []
-        for chunk in self.nlp(caption).noun_chunks:
+        for chunk in doc.noun_chunks:
             current: list = []
             for token in chunk:
                 after_noun = current and current[-1].pos_ in ("NOUN", "PROPN")
@@ -231,9 +236,30 @@ class ColourSwapper:
         words = {t.lower_ for t in phrase} | {t.lemma_.lower() for t in phrase}
         return bool({head.lower_, head.lemma_.lower()} & self.sets.clothes) and not words & self.sets.excluded
 
-    def _colours(self, phrase: list) -> list[tuple[int, int, str]]:
-        """(start char, end char, family) of each colour expression before the phrase's head."""
-        words = [t.lower_ for t in phrase[:-1]]
+    def _phrase_colours(self, phrase: list) -> list[tuple[int, int, str]]:
+        """The colours before the phrase's head, and those right after it behind "in" ("a jumper in grey",
+        "a shirt in black and white"), except one that precedes a noun ("a jumper in grey and orange
+        trousers": orange belongs to the trousers)."""
+        found = self._colours(phrase[:-1])
+        head = phrase[-1]
+        after = head.doc[head.i + 1 : head.i + 8]
+        if len(after) < 2 or after[0].lower_ != "in":
+            return found
+        expected = after[1].idx  # where the next colour must start
+        for start, end, family in self._colours(after[1:]):
+            following = next((t for t in after if t.idx >= end), None)
+            if start != expected or (following is not None and following.pos_ in ("NOUN", "PROPN")):
+                break
+            found.append((start, end, family))
+            joiner = following is not None and following.lower_ in ("and", ",", "or")
+            if not joiner or following.i + 1 >= len(head.doc):
+                break
+            expected = head.doc[following.i + 1].idx
+        return found
+
+    def _colours(self, tokens) -> list[tuple[int, int, str]]:
+        """(start char, end char, family) of each colour expression among ``tokens``."""
+        words = [t.lower_ for t in tokens]
         found, i = [], 0
         while i < len(words):
             match = self._name_at(words, i)
@@ -244,7 +270,7 @@ class ColourSwapper:
                 i += 1
                 continue
             end, family = match
-            found.append((phrase[i].idx, phrase[end - 1].idx + len(phrase[end - 1]), family))
+            found.append((tokens[i].idx, tokens[end - 1].idx + len(tokens[end - 1]), family))
             i = end
         return found
 
