@@ -15,6 +15,7 @@ from tbpr.errors import ConfigError, DataError
 from tbpr.generate.images.pdg import colour_swap as C
 from tbpr.generate.images.pdg.dataset import write_pairs_dataset
 from tbpr.generate.images.pdg.plan import Source, plan_pairs, training_sources
+from tbpr.generate.images.pdg.synthpedes_truth import RENDERABLE_FAMILIES, SynthPedesTruth
 from tbpr.train import load_config
 from tbpr.train.engine import Trainer
 
@@ -82,13 +83,13 @@ def test_one_pair_per_person_by_default_and_fewer_when_edits_run_out(swapper):
 
 def make_pairs_dataset(source_dir, out, swapper, n=1):
     """A pairs dataset whose 'generated' images are copies of the sources (a stand-in for a backend)."""
-    sources, max_pid = training_sources(source_dir)
+    sources, max_pid, image_root = training_sources(source_dir)
     plan = plan_pairs(sources, max_pid, swapper, n=n, seed=0)
     rows = []
     for pair in plan.pairs:
         name = f"{pair.pid}.jpg"
         (out / "imgs").mkdir(parents=True, exist_ok=True)
-        shutil.copy(source_dir / "imgs" / pair.source.image, out / "imgs" / name)
+        shutil.copy(image_root / pair.source.image, out / "imgs" / name)
         rows.append((pair, name))
     write_pairs_dataset(out, rows)
     return plan, max_pid
@@ -147,3 +148,21 @@ def test_training_reads_the_pairs_as_an_extra_source(tmp_path, synth_tiny, pairs
     run = trainer.train()
     assert (run / "checkpoints/last.pt").is_file()
     assert "extra_train" in (run / "config.yaml").read_text()
+
+
+def test_synthpedes_truth_turns_a_colour_edit_into_an_attribute_change(synth_tiny, swapper):
+    truth = SynthPedesTruth(synth_tiny)
+    sources, max_pid, _ = training_sources(synth_tiny)
+    renderable = C.ColourSwapper(families=RENDERABLE_FAMILIES)
+    plan = plan_pairs(sources, max_pid, renderable, n=2)
+    assert plan.pairs and all(p.edit.new_family in RENDERABLE_FAMILIES for p in plan.pairs)
+    for pair in plan.pairs:
+        change = truth.colour_change(pair.source.image, pair.source.caption, pair.edit)
+        ((attribute, colour),) = change.items()
+        person = truth.person(pair.source.image)
+        assert colour == pair.edit.new_family and person["attributes"][attribute] != colour
+        assert set(person) == {"attributes", "looks", "scene"}
+    pair = plan.pairs[0]
+    assert "not one of" in truth.colour_change(pair.source.image, "another caption", pair.edit)
+    with pytest.raises(DataError, match="attributes.json: no SynthPedes ground truth"):
+        SynthPedesTruth(synth_tiny / "imgs")

@@ -162,10 +162,13 @@ class Analysis:
 class ColourSwapper:
     """Finds the swappable colours of captions (``analyse``) with one spaCy pipeline and CLIP's BPE."""
 
-    def __init__(self, sets: ColourSets | None = None):
+    def __init__(self, sets: ColourSets | None = None, families: Iterable[str] | None = None):
+        """``families``: the Co families a colour may become (default: all; a backend that cannot draw
+        some colours restricts them)."""
         from open_clip.tokenizer import SimpleTokenizer
 
         self.sets = sets or ColourSets.load()
+        self.families = set(self.sets.colours) if families is None else set(families) & set(self.sets.colours)
         self.nlp = load_spacy()
         self._bpe = SimpleTokenizer()
 
@@ -203,7 +206,7 @@ class ColourSwapper:
                     same = tuple(
                         n for n in fits if self.tokens(caption[:start] + n + caption[end:]) == length
                     )
-                    if fam not in taken and same:
+                    if fam not in taken and fam in self.families and same:
                         targets[fam] = same
                 if targets:
                     old = caption[start:end]

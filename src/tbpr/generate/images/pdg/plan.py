@@ -85,8 +85,9 @@ class Plan:
         return counts
 
 
-def training_sources(path: str | Path, format: str | None = None) -> tuple[list[Source], int]:
-    """The training (image, caption) pairs of dataset ``path`` and its largest person id (every split)."""
+def training_sources(path: str | Path, format: str | None = None) -> tuple[list[Source], int, Path]:
+    """The training (image, caption) pairs of dataset ``path``, its largest person id (every split) and
+    its image folder."""
     annotations = read_annotations(path, format)
     if annotations.problems:
         raise DataError(
@@ -101,7 +102,7 @@ def training_sources(path: str | Path, format: str | None = None) -> tuple[list[
     ]
     if not sources:
         raise DataError(f"dataset {path}: the training split has no captions to make pairs from")
-    return sources, max(annotations.raw_pids)
+    return sources, max(annotations.raw_pids), manifest.image_root
 
 
 def pair_seed(seed: int, person: int, index: int) -> int:
