@@ -124,7 +124,7 @@ def test_sdm_reads_the_unmasked_text_and_mlm_the_masked(tmp_path, synth_tiny, mo
     trainer = engine.Trainer(cfg)
     model = trainer.model
     masks, encoded, views_seen, mlm_inputs = [], [], [], []
-    mask, encode_text, predict = trainer.masker.mask, model.encode_text, model.predict_masked
+    mask, encode_text, predict = trainer.masker.mask, model.global_text, model.predict_masked
 
     def keep_mask(tokens, indices, epoch):
         original = tokens.clone()
@@ -132,8 +132,8 @@ def test_sdm_reads_the_unmasked_text_and_mlm_the_masked(tmp_path, synth_tiny, mo
         masks.append((original, masked, chosen))
         return masked, chosen
 
-    def keep_encode(tokens, normalize=True):
-        out = encode_text(tokens, normalize=normalize)
+    def keep_encode(tokens):
+        out = encode_text(tokens)
         encoded.append((tokens.clone(), out.detach().clone()))
         return out
 
@@ -141,16 +141,16 @@ def test_sdm_reads_the_unmasked_text_and_mlm_the_masked(tmp_path, synth_tiny, mo
         mlm_inputs.append(text_tokens.detach().clone())
         return predict(text_tokens, image_tokens, positions)
 
-    real_losses = engine.compute_losses
+    real_losses = engine.compute_two_embeddings
 
-    def keep_views(weights, views, params):
+    def keep_views(weights, views, tse, params, keep):
         views_seen.append(views)
-        return real_losses(weights, views, params)
+        return real_losses(weights, views, tse, params, keep)
 
     monkeypatch.setattr(trainer.masker, "mask", keep_mask)
-    monkeypatch.setattr(model, "encode_text", keep_encode)
+    monkeypatch.setattr(model, "global_text", keep_encode)
     monkeypatch.setattr(model, "predict_masked", keep_predict)
-    monkeypatch.setattr(engine, "compute_losses", keep_views)
+    monkeypatch.setattr(engine, "compute_two_embeddings", keep_views)
     trainer.train()
     (original, masked, chosen), (views,) = masks[0], views_seen
     assert chosen.any() and not torch.equal(original, masked)

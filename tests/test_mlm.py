@@ -95,13 +95,13 @@ def test_the_head_learns_to_predict_masked_words():
 
 def test_training_scores_the_original_ids_of_the_masked_positions(tmp_path, synth_tiny, monkeypatch):
     seen = []
-    real = engine.compute_losses
+    real = engine.compute_two_embeddings
 
-    def spy(weights, views, params):
+    def spy(weights, views, tse, params, keep):
         seen.append((views.mlm_logits.detach(), views.mlm_labels))
-        return real(weights, views, params)
+        return real(weights, views, tse, params, keep)
 
-    monkeypatch.setattr(engine, "compute_losses", spy)
+    monkeypatch.setattr(engine, "compute_two_embeddings", spy)
     overrides = [*MICRO, f"data.path={synth_tiny}", f"output_dir={tmp_path / 'run'}", "max_steps=3"]
     cfg = load_config(
         "mllm4text-small", [*overrides, "masking.mode=em", "masking.replace=mask", "losses.mlm=0.5"]

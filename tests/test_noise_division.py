@@ -51,14 +51,14 @@ def test_consensus_coin_flip_is_seeded_and_deterministic():
     a = np.array([True, True, False, False] * 50)
     b = np.array([True, False, True, False] * 50)
     keys = np.arange(200) + 1000
-    out = consensus(a, b, seed=5, epoch=2, keys=keys)
+    out = consensus([a, b], seed=5, epoch=2, keys=keys)
     assert out[0::4].all() and not out[3::4].any()  # agreement is kept
     flips = np.r_[out[1::4], out[2::4]]
     assert 0.3 < flips.mean() < 0.7  # disagreement: fair coins
-    assert (consensus(a, b, 5, 2, keys) == out).all()  # same seed, epoch, keys: same flips
-    assert (consensus(a[::-1], b[::-1], 5, 2, keys[::-1])[::-1] == out).all()  # per key, not per position
-    assert (consensus(a, b, 5, 3, keys) != out).any()  # another epoch: other coins
-    assert (consensus(a, b, 6, 2, keys) != out).any()
+    assert (consensus([a, b], 5, 2, keys) == out).all()  # same seed, epoch, keys: same flips
+    assert (consensus([a[::-1], b[::-1]], 5, 2, keys[::-1])[::-1] == out).all()  # per key, not per position
+    assert (consensus([a, b], 5, 3, keys) != out).any()  # another epoch: other coins
+    assert (consensus([a, b], 6, 2, keys) != out).any()
 
 
 def test_divide_one_or_two_vectors_and_file_round_trip(tmp_path):

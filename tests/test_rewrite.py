@@ -23,10 +23,10 @@ from tbpr.data.caption_store import CaptionStore, accepted_texts, record_key
 from tbpr.data.check import load_training_manifest
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.chat import ChatClient, ChatSettings
-from tbpr.generate.jobs import Shard
+from tbpr.generate.jobs import Shard, request_seed
 from tbpr.generate.llm import ChatBackend, TransformersBackend
 from tbpr.generate.text.prompts import FEW_SHOT, PAPER
-from tbpr.generate.text.rewrite import request_seed, rewrite_captions
+from tbpr.generate.text.rewrite import rewrite_captions
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "tbpr.cli.serve_cmd",
     "tbpr.cli.augment_cmd",
     "tbpr.cli.caption_cmd",
+    "tbpr.cli.generate_cmd",
 )
 
 

@@ -64,6 +64,30 @@ def _register_from_captions(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_from_captions)
 
 
+def _from_generated(args: argparse.Namespace) -> int:
+    from tbpr.data.from_generated import build_from_generated
+
+    print(build_from_generated(args.stores, args.out, args.captions).line(args.out))
+    return 0
+
+
+def _register_from_generated(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "from-generated",
+        help="a training set from `tbpr generate persons`/`edit` stores: one identity per prompt",
+        description="Write a dataset folder (annotations.jsonl in the jsonl format, imgs/ linking to the "
+        "stores' folder) with one training record per accepted generated image; the images of one prompt "
+        "and their edits share an identity. Captions: the construction prompts (an edit keeps its "
+        "source's), or with --captions the accepted captions of a `tbpr caption` run over the stores' folder.",
+    )
+    p.add_argument("stores", metavar="STORE", nargs="+", help="generation stores, all in one folder")
+    p.add_argument("--out", required=True, metavar="PATH", help="dataset folder to write")
+    p.add_argument(
+        "--captions", metavar="STORE", help="caption store of `tbpr caption` over the stores' folder"
+    )
+    p.set_defaults(func=_from_generated)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser(
         "data",
@@ -89,6 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check", "validate annotations, images, captions and splits; exit 1 if anything is wrong", _check
     )
     _register_from_captions(commands)
+    _register_from_generated(commands)
     check.add_argument(
         "--workers", type=int, default=None, help="threads decoding images (default: min(32, CPUs + 4))"
     )

@@ -1,6 +1,9 @@
-"""Caption stores: append-only JSONL files of generated captions, each line one record with its provenance.
+"""Generation stores: append-only JSONL files of generated captions and images, each line one record
+with its provenance.
 
-The same format holds back translations, LLM rewrites and MLLM captions (docs/text-augmentation.md).
+The same format holds back translations, LLM rewrites and MLLM captions (docs/text-augmentation.md) and
+generated images (docs/image-generation.md: there ``text`` is the image file written, relative to the
+store's folder, and the image provenance is in extra fields).
 A record is keyed ``"<caption_id>:<n>"`` (``n`` numbers the outputs wanted per caption); every try of a
 key is one record, so a key may have several: rejected outputs keep their text and reason, and a try
 that produced no output (a failed request) has ``text: null`` and is retried when the job is rerun.
@@ -22,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tbpr.crashsafe import drop_torn_tail, exclusive_lock
+from tbpr.crashsafe import drop_torn_tail, exclusive_lock, kill_point
 from tbpr.errors import DataError
 from tbpr.redact import redact
 
@@ -195,6 +198,7 @@ class CaptionStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        kill_point("store.appended")
 
 
 SELECTIONS = ("accepted", "all")

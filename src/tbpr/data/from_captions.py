@@ -77,19 +77,22 @@ def build_from_captions(
         raise DataError(
             f"caption store {store_path} has no accepted {METHOD} caption of an image in {images_dir}"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    _link_images(out / "imgs", images_dir)
-    lines = [
-        json.dumps(
-            {"file_path": paths[cid], "id": k, "split": "train", "captions": texts[cid], "caption_id": cid},
-            ensure_ascii=False,
-        )
+    rows = [
+        {"file_path": paths[cid], "id": k, "split": "train", "captions": texts[cid], "caption_id": cid}
         for k, cid in enumerate(chosen)
     ]
-    tmp = out / "annotations.jsonl.tmp"
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "annotations.jsonl")
+    write_training_set(out, images_dir, rows)
     return FromCaptionsSummary(len(chosen), sum(len(texts[c]) for c in chosen), without, missing)
+
+
+def write_training_set(out: Path, images_dir: Path, rows: list[dict]) -> None:
+    """The dataset folder ``out``: ``annotations.jsonl`` (``rows``, written atomically) and ``imgs`` linking
+    to ``images_dir``."""
+    out.mkdir(parents=True, exist_ok=True)
+    _link_images(out / "imgs", images_dir)
+    tmp = out / "annotations.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    os.replace(tmp, out / "annotations.jsonl")
 
 
 def _link_images(link: Path, target: Path) -> None:

@@ -1,8 +1,9 @@
-"""What every caption-generation job shares: shards, the ask-again loop, the same-captions check and
-the run summary."""
+"""What every generation job (text and images) shares: shards, request seeds, the ask-again loop, the
+same-captions check and the run summary."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -116,6 +117,12 @@ def ask_in_rounds(
                 progress[key(w)].exhausted(max_attempts) for w in asked if key(w) in progress
             )
             bar.update(len(batch))
+
+
+def request_seed(seed: int, caption_id: int, n: int, attempt: int) -> int:
+    """The seed of one request: fixed by the job seed and the request's key and attempt."""
+    digest = hashlib.sha256(f"{seed}:{caption_id}:{n}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def request_settings(backend_settings: dict[str, Any], seed: int, reply: object) -> dict[str, Any]:

@@ -3,6 +3,7 @@ with access to per-layer token features."""
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from tbpr.models.towers import (
     create_open_clip,
     fill_tower,
 )
+from tbpr.models.tse import TokenSelection, TseConfig, check_towers, refuse_other_towers
 
 TUNINGS = ("full", "coop", "clip-adapter")
 
@@ -55,7 +57,8 @@ class ModelConfig:
     ``ss_heads`` lists the towers ("image", "text") that get a SimCLR projection head;
     ``mlm_head`` adds IRRA's cross-modal MLM head with ``mlm_depth`` blocks (set when losses include mlm);
     ``id_classes`` > 0 adds IRRA's ID classifier over that many training identities (set by training when
-    losses include id).
+    losses include id);
+    ``tse`` (``TseConfig``) adds RDE's second embedding (``tbpr.models.tse``) beside the global one.
     """
 
     arch: str = "ViT-B-16"
@@ -80,6 +83,7 @@ class ModelConfig:
     text_tower: TowerConfig | None = None
     image_tower: TowerConfig | None = None
     embed_dim: int | None = None
+    tse: TseConfig | None = None
 
     def __post_init__(self) -> None:
         preset = PRESETS.get(self.arch)
@@ -99,6 +103,7 @@ class ModelConfig:
                 f"model.pretrained={self.pretrained!r}: model.arch={self.arch} takes its weights per tower "
                 "(model.text_tower.weights, model.image_tower.weights)"
             )
+        refuse_other_towers(self)  # when the recipe is read, before any data or weights
 
 
 def available_architectures() -> list[str]:
@@ -136,6 +141,10 @@ class DualEncoder(nn.Module):
         self.ss_heads = build_ss_heads(config.ss_heads, self._embed_dim() if config.ss_heads else 0)
         self.mlm_head = self._build_mlm_head(config) if config.mlm_head else None
         self.id_head = self._build_id_head(config.id_classes) if config.id_classes else None
+        self.tse = None
+        if config.tse is not None:
+            check_towers(self)
+            self.tse = TokenSelection(config.tse, self._embed_dim(), config.context_length)
         self._freeze(config, frozen_blocks)
 
     def _build_open_clip(self, config: ModelConfig) -> None:
@@ -269,21 +278,55 @@ class DualEncoder(nn.Module):
         """The multiplier 1/tau applied to cosine similarities (clamped at 100 as CLIP does)."""
         return self.temperature()
 
-    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Image features (through the CLIP-Adapter when ``tuning="clip-adapter"``)."""
+    def global_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Unnormalized global image features (through the CLIP-Adapter when ``tuning="clip-adapter"``)."""
         x = self.image_tower.encode(images)
         if self.image_proj is not None:
             x = self.image_proj(x)
-        if self.adapter is not None:
-            x = self.adapter(x)
-        return F.normalize(x, dim=-1) if normalize else x
+        return self.adapter(x) if self.adapter is not None else x
+
+    def global_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Unnormalized global text features of token rows made by ``self.tokenizer``."""
+        x = self.text_tower.encode(tokens)
+        return self.text_proj(x) if self.text_proj is not None else x
+
+    def image_features(self, images: torch.Tensor, rows: int | None = None):
+        """(global features, TSE features of the first ``rows`` images or None without ``model.tse``), both
+        unnormalized, from one forward."""
+        if self.tse is None:
+            return self.global_image(images), None
+        return self.tse.encode_image(self, images, rows)
+
+    def text_features(self, tokens: torch.Tensor, rows: int | None = None):
+        """(global features, TSE features of the first ``rows`` captions or None), as ``image_features``."""
+        if self.tse is None:
+            return self.global_text(tokens), None
+        return self.tse.encode_text(self, tokens, rows)
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """The retrieval embedding of images (``embedding``); ``normalize=False``: the global features as they
+        are (training)."""
+        return self.embedding(*self.image_features(images)) if normalize else self.global_image(images)
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Text features of token rows made by ``self.tokenizer`` (see the text tower's ``encode``)."""
-        x = self.text_tower.encode(tokens)
-        if self.text_proj is not None:
-            x = self.text_proj(x)
-        return F.normalize(x, dim=-1) if normalize else x
+        """The retrieval embedding of token rows made by ``self.tokenizer``, as ``encode_image``."""
+        return self.embedding(*self.text_features(tokens)) if normalize else self.global_text(tokens)
+
+    @staticmethod
+    def embedding(global_feats: torch.Tensor, tse_feats: torch.Tensor | None = None) -> torch.Tensor:
+        """The L2-normalized global features; with TSE features, [g/|g|, t/|t|] / sqrt(2): a unit vector whose
+        dot products are the mean of the two cosine similarities, RDE's (S_BGE + S_TSE) / 2."""
+        g = F.normalize(global_feats, dim=-1)
+        if tse_feats is None:
+            return g
+        return torch.cat([g, F.normalize(tse_feats.to(g.dtype), dim=-1)], dim=-1) / math.sqrt(2)
+
+    def split_embedding(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(global, TSE or None) unit vectors of retrieval embeddings made by ``embedding``."""
+        if self.tse is None:
+            return feats, None
+        dim = self._embed_dim()
+        return feats[:, :dim] * math.sqrt(2), feats[:, dim:] * math.sqrt(2)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         return {
@@ -383,9 +426,9 @@ class DualEncoder(nn.Module):
             [image_layer] if images is not None else [], [text_layer] if tokens is not None else []
         ) as store:
             if images is not None:
-                self.encode_image(images)
+                self.global_image(images)
             if tokens is not None:
-                self.encode_text(tokens)
+                self.global_text(tokens)
         for tower, project_fn in (("image", self.project_image_tokens), ("text", self.project_text_tokens)):
             if store[tower]:
                 x = next(iter(store[tower].values()))

@@ -75,6 +75,7 @@ class OptimConfig:
     mlm_lr_factor: float = 1.0  # learning-rate multiplier of the MLM head (IRRA: 5)
     id_lr_factor: float = 1.0  # learning-rate multiplier of the ID classifier (IRRA: 5)
     bias_lr_factor: float = 1.0  # learning-rate multiplier of the encoders' biases (IRRA: 2)
+    tse_lr_factor: float = 1.0  # learning-rate multiplier of the TSE heads (RDE: 100, i.e. 1e-3 at lr 1e-5)
     name: str = "adamw"  # 'adamw' (decoupled weight decay) or 'adam' (L2 in the gradient, as IRRA)
 
     def __post_init__(self) -> None:
@@ -143,7 +144,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> T
     data = load_yaml(recipe_path(name_or_path)) if name_or_path else {}
     cfg = from_dict(TrainConfig, apply_overrides(data, list(overrides)))
     cfg.losses = check_loss_weights(cfg.losses)
-    cfg.noise.check(cfg.losses)
+    cfg.noise.check(cfg.losses, tse=cfg.model.tse is not None)
     if cfg.loss_params.soft_label and not any(LOSSES[name].soft_targets for name in cfg.losses):
         log.warning(
             "loss_params.soft_label=%g: none of losses %s has soft targets (those that do: %s)",

@@ -36,7 +36,8 @@ from tbpr.data.transforms import build_image_transform
 from tbpr.devices import check_device
 from tbpr.errors import ConfigError
 from tbpr.evaluation.evaluator import encode_split, score
-from tbpr.losses import Views, compute_losses, required_ss_heads, required_views
+from tbpr.losses import Views, required_ss_heads, required_views
+from tbpr.losses.embeddings import compute_two_embeddings
 from tbpr.losses.mlm import IGNORE, masked_labels
 from tbpr.models import DualEncoder
 from tbpr.models.checkpoint import atomic_torch_save, load_checkpoint, model_payload
@@ -379,7 +380,11 @@ class Trainer:
             text_orig=gather(out.get("text_orig")),
             replaced=dist.all_gather_no_grad(inputs["replaced"]) if self.constraint else None,
         )
-        return compute_losses(self.cfg.losses, views, self.cfg.loss_params)
+        tse = None  # RDE's second embedding: the recipe's pair losses on it too
+        if "image_tse" in out:
+            tse = dataclasses.replace(views, image=gather(out["image_tse"]), text=gather(out["text_tse"]))
+        keep = self.cfg.noise.coteach_keep(self.epoch)
+        return compute_two_embeddings(self.cfg.losses, views, tse, self.cfg.loss_params, keep)
 
     def _optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)

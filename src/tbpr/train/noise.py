@@ -1,11 +1,13 @@
-"""Clean-sample division (RDE's Consensus Clean-sample Division, one embedding): which training pairs to train on.
+"""Clean-sample division (RDE's Consensus Clean-sample Division): which training pairs to train on; and
+the co-teaching schedule.
 
 Before each epoch past ``noise.warmup_epochs``, a no-grad pass in eval mode gives every training pair its
 loss (the per-sample form of the recipe's losses, or of the one or two losses ``noise.losses`` names, in
-batches of ``data.batch_size`` drawn by a permutation seeded by (seed, epoch)). Each loss vector is min-max
+batches of ``data.batch_size`` drawn by a permutation seeded by (seed, epoch)); with ``model.tse`` each of
+them on the global and on the TSE embedding (vector ``NAME_tse``). Each loss vector is min-max
 normalized and fitted by a 2-component Gaussian mixture (scikit-learn, RDE's max_iter 10, tol 1e-2,
 reg_covar 5e-4); a pair is clean when the posterior of the low-mean component exceeds ``noise.threshold``.
-Two vectors are joined by consensus: clean if both say clean, noisy if both say noisy, and a coin flip
+Several vectors are joined by consensus: clean if all say clean, noisy if all say noisy, and a coin flip
 (seeded per pair, ``tbpr.train.reproducible.sample_seed``) where they disagree. The epoch then trains on
 the clean pairs only (``Views.weights``). Each division is written to ``RUN/noise/epoch-NNN.npz`` (NNN: the
 1-based epoch that trains with it) before the epoch starts, and a resumed run reads it back instead of
@@ -45,11 +47,15 @@ class NoiseConfig:
     warmup_epochs: int = 1  # epochs on every pair before the first division
     losses: list[str] = field(default_factory=list)
     threshold: float = 0.5  # clean: posterior of the low-mean component above this
+    coteach: float = 0.0  # co-teaching's forget rate tau between the two embeddings (0: off; needs model.tse)
+    coteach_ramp_epochs: int = 10  # T_k: the forgotten share grows linearly to tau over these epochs
 
-    def check(self, recipe_losses: dict[str, float]) -> None:
-        """Raise ConfigError for a setting the division cannot run with."""
+    def check(self, recipe_losses: dict[str, float], tse: bool = False) -> None:
+        """Raise ConfigError for a setting the division or co-teaching cannot run with (``tse``: model.tse)."""
         if self.division not in DIVISIONS:
             raise ConfigError(f"noise.division={self.division!r}: expected one of {', '.join(DIVISIONS)}")
+        if self.coteach:
+            self._check_coteach(recipe_losses, tse)
         if self.division == "none":
             return
         if (
@@ -66,6 +72,25 @@ class NoiseConfig:
             raise ConfigError(f"noise.losses={self.losses}: give at most two losses (two: their consensus)")
         check_loss_weights({name: 1.0 for name in self.losses} or recipe_losses)
         check_per_sample([*recipe_losses, *self.losses])
+
+    def _check_coteach(self, recipe_losses: dict[str, float], tse: bool) -> None:
+        if not 0 < self.coteach < 1:
+            raise ConfigError(f"noise.coteach={self.coteach!r}: give a forget rate between 0 and 1 (0: off)")
+        if isinstance(self.coteach_ramp_epochs, bool) or self.coteach_ramp_epochs < 0:
+            raise ConfigError(f"noise.coteach_ramp_epochs={self.coteach_ramp_epochs!r}: give epochs >= 0")
+        if not tse:
+            raise ConfigError(
+                "noise.coteach exchanges small-loss pairs between two embeddings: set model.tse "
+                "(e.g. --set 'model.tse={ratio: 0.3}') or remove noise.coteach"
+            )
+        check_per_sample(list(recipe_losses))
+
+    def coteach_keep(self, epoch: int) -> float | None:
+        """Co-teaching's R(T) = 1 - tau * min(T / T_k, 1) at 0-based epoch T (None: co-teaching is off)."""
+        if not self.coteach:
+            return None
+        ramp = 1.0 if self.coteach_ramp_epochs == 0 else min(epoch / self.coteach_ramp_epochs, 1.0)
+        return 1.0 - self.coteach * ramp
 
 
 def min_max(losses: np.ndarray) -> np.ndarray:
@@ -92,10 +117,12 @@ def gmm_clean(losses: np.ndarray, seed: int, threshold: float = 0.5) -> tuple[np
     return clean, prob
 
 
-def consensus(a: np.ndarray, b: np.ndarray, seed: int, epoch: int, keys: np.ndarray) -> np.ndarray:
-    """Clean where both masks are, noisy where neither is; a coin flip seeded by (seed, epoch, key) elsewhere."""
+def consensus(masks: list[np.ndarray], seed: int, epoch: int, keys: np.ndarray) -> np.ndarray:
+    """Clean where every mask is, noisy where none is; a coin flip seeded by (seed, epoch, key) elsewhere."""
+    stacked = np.stack(masks)
+    agree = stacked.all(axis=0) | ~stacked.any(axis=0)
     coins = np.array([sample_seed(seed, epoch, DIVISION_STREAM, int(k)) % 2 == 1 for k in keys], dtype=bool)
-    return np.where(a == b, a, coins)
+    return np.where(agree, stacked[0], coins)
 
 
 def divide(vectors: dict[str, np.ndarray], seed: int, epoch: int, keys: np.ndarray, threshold: float) -> dict:
@@ -106,7 +133,7 @@ def divide(vectors: dict[str, np.ndarray], seed: int, epoch: int, keys: np.ndarr
         clean, prob = gmm_clean(losses, seed, threshold)
         masks.append(clean)
         record[f"loss_{name}"], record[f"prob_{name}"] = losses, prob
-    record["clean"] = masks[0] if len(masks) == 1 else consensus(*masks, seed, epoch, keys)
+    record["clean"] = masks[0] if len(masks) == 1 else consensus(masks, seed, epoch, keys)
     return record
 
 
@@ -143,29 +170,35 @@ def per_sample_losses(
     device,
 ) -> dict[str, np.ndarray]:
     """Each training caption's loss with its image: one vector per name in ``names``, or ("recipe") the
-    ``weights``-weighted sum of the recipe's losses, in batches of ``batch_size`` of a seeded permutation."""
+    ``weights``-weighted sum of the recipe's losses, in batches of ``batch_size`` of a seeded permutation;
+    with ``model.tse`` also each on the TSE embedding (``NAME_tse``)."""
     encoded = encode_split(
         model, split, transform, tokenizer, eval_batch_size, num_workers, device, progress=False
     )
     row = {rec.id: i for i, rec in enumerate(split.images)}
     image_rows = torch.tensor([row[c.image_id] for c in split.captions])
     terms = {name: {name: 1.0} for name in names} or {"recipe": weights}
-    out = {name: torch.zeros(len(split.captions)) for name in terms}
+    (image, image_tse), (text, text_tse) = map(
+        model.split_embedding, (encoded.image_feats, encoded.text_feats)
+    )
+    embeddings = {"": (image, text)} | ({} if image_tse is None else {"_tse": (image_tse, text_tse)})
+    out = {name + suffix: torch.zeros(len(split.captions)) for suffix in embeddings for name in terms}
     order = torch.from_numpy(
         np.random.default_rng([seed, epoch, DIVISION_STREAM]).permutation(len(split.captions))
     )
     logit_scale = model.logit_scale.detach().float().cpu()
     for chunk in order.split(batch_size):
-        views = Views(
-            image=encoded.image_feats[image_rows[chunk]],
-            text=encoded.text_feats[chunk],
-            pids=encoded.text_pids[chunk],
-            logit_scale=logit_scale,
-        )
-        for name, mix in terms.items():
-            out[name][chunk] = sum(
-                w * LOSSES[loss].per_sample(views, params).float() for loss, w in mix.items()
+        for suffix, (image, text) in embeddings.items():
+            views = Views(
+                image=image[image_rows[chunk]],
+                text=text[chunk],
+                pids=encoded.text_pids[chunk],
+                logit_scale=logit_scale,
             )
+            for name, mix in terms.items():
+                out[name + suffix][chunk] = sum(
+                    w * LOSSES[loss].per_sample(views, params).float() for loss, w in mix.items()
+                )
     return {name: values.numpy() for name, values in out.items()}
 
 

@@ -12,6 +12,7 @@ captions, while "text" stays the features of the unmasked "tokens". With ``id_he
 With "tokens_orig" and "replaced" (PDG's approximate text, for L_c), the original captions of the
 replaced rows only are encoded, in the text tower's one forward, and returned as "text_orig" [N, D] with
 zero rows where nothing was replaced (the loss masks them).
+With ``model.tse``, "image_tse" / "text_tse" are RDE's second embedding of the first image / text view.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tbpr.train.nam import max_patch_similarity
 
 class MultiViewForward(nn.Module):
     """``forward(batch)`` -> {'image', 'text', ['image2'], ['text2'], 'ss', 'logit_scale', ['nam_max_sim'],
-    ['mlm_logits'], ['id_logits'], ['text_orig']}."""
+    ['mlm_logits'], ['id_logits'], ['text_orig'], ['image_tse', 'text_tse']}."""
 
     def __init__(
         self,
@@ -44,15 +45,16 @@ class MultiViewForward(nn.Module):
         self.id_head = id_head
 
     @staticmethod
-    def _encode(encode, *views: Tensor | None) -> list[Tensor | None]:
-        """Each given view's features, from one forward over their concatenation (None stays None)."""
+    def _encode(features, *views: Tensor | None) -> tuple[list[Tensor | None], Tensor | None]:
+        """Each given view's global features, from one forward over their concatenation (None stays None),
+        and the TSE features of the first view (None without ``model.tse``)."""
         given = [v for v in views if v is not None]
-        feats = encode(torch.cat(given) if len(given) > 1 else given[0], normalize=False)
+        feats, tse = features(torch.cat(given) if len(given) > 1 else given[0], rows=len(given[0]))
         out, start = [], 0
         for v in views:
             out.append(None if v is None else feats[start : start + len(v)])
             start += 0 if v is None else len(v)
-        return out
+        return out, tse
 
     def forward(self, batch: dict[str, Tensor]) -> dict:
         out: dict = {"logit_scale": self.model.logit_scale, "ss": {}}
@@ -63,7 +65,7 @@ class MultiViewForward(nn.Module):
         with self.model.capture_tokens(image_layers, [last_text] if self.mlm else []) as captured:
             self._towers(batch, out)
             if self.mlm and "tokens_mlm" in batch:  # the last call: the text hook keeps its tokens
-                self.model.encode_text(batch["tokens_mlm"])
+                self.model.global_text(batch["tokens_mlm"])
         # the hooks kept each tower's first view (a second view runs in the same call, after it)
         images, captions = len(batch["image"]), len(batch["tokens"])
         if nam:
@@ -85,10 +87,12 @@ class MultiViewForward(nn.Module):
         replaced = batch.get("replaced")  # with "tokens_orig": encode the original of each replaced caption
         originals = None if replaced is None else batch["tokens_orig"][replaced]
         for tower, encode, views in (
-            ("image", self.model.encode_image, (batch["image"], batch.get("image2"))),
-            ("text", self.model.encode_text, (batch["tokens"], batch.get("tokens2"), originals)),
+            ("image", self.model.image_features, (batch["image"], batch.get("image2"))),
+            ("text", self.model.text_features, (batch["tokens"], batch.get("tokens2"), originals)),
         ):
-            out[tower], view2, *more = self._encode(encode, *views)
+            (out[tower], view2, *more), tse = self._encode(encode, *views)
+            if tse is not None:
+                out[f"{tower}_tse"] = tse
             if view2 is not None:
                 out[f"{tower}2"] = view2
             if tower in self.ss_towers:

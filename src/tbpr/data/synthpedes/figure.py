@@ -12,6 +12,7 @@ from PIL import Image, ImageChops, ImageDraw
 
 from tbpr.data.synthpedes.attributes import COLOURS, HAIR_COLOURS, SKIN_TONES
 from tbpr.data.synthpedes.scene import Scene
+from tbpr.data.synthpedes.style import DEFAULT_STYLE, Style
 
 RGB = tuple[int, int, int]
 HEADS_TALL = 7.5
@@ -57,7 +58,15 @@ class FigurePainter:
     """Draws one person; call :meth:`paint` once."""
 
     def __init__(
-        self, layer: Image.Image, attrs: dict, looks: dict, scene: Scene, cx: float, top: float, unit: float
+        self,
+        layer: Image.Image,
+        attrs: dict,
+        looks: dict,
+        scene: Scene,
+        cx: float,
+        top: float,
+        unit: float,
+        style: Style = DEFAULT_STYLE,
     ) -> None:
         self.layer = layer
         self.draw = ImageDraw.Draw(layer)
@@ -67,16 +76,19 @@ class FigurePainter:
         self.scene = scene
         self.view = "side" if scene.view in ("left", "right") else scene.view
         self.cx, self.top, self.u = cx, top, unit
-        self.body = body_of(attrs["gender"], looks["build"])
+        body = body_of(attrs["gender"], looks["build"])
+        w = style.width
+        self.body = Body(body.shoulder * w, body.waist * w, body.hip * w, body.depth * w)
+        colour = style.recolour
         self.skin: RGB = SKIN_TONES[looks["skin"]]
-        self.hair: RGB = HAIR_COLOURS[attrs["hair_colour"]]
-        self.upper: RGB = COLOURS[attrs["upper_colour"]]
-        self.lower: RGB = COLOURS[attrs["lower_colour"]]
-        self.shoe: RGB = COLOURS[attrs["shoe_colour"]]
-        self.bag: RGB | None = COLOURS[attrs["bag_colour"]] if attrs["bag_colour"] else None
+        self.hair: RGB = colour(HAIR_COLOURS[attrs["hair_colour"]])
+        self.upper: RGB = colour(COLOURS[attrs["upper_colour"]])
+        self.lower: RGB = colour(COLOURS[attrs["lower_colour"]])
+        self.shoe: RGB = colour(COLOURS[attrs["shoe_colour"]])
+        self.bag: RGB | None = colour(COLOURS[attrs["bag_colour"]]) if attrs["bag_colour"] else None
         palette = list(COLOURS.values())
-        self.hat: RGB = palette[looks["hat_colour"]]
-        self.scarf: RGB = palette[looks["scarf_colour"]]
+        self.hat: RGB = colour(palette[looks["hat_colour"]])
+        self.scarf: RGB = colour(palette[looks["scarf_colour"]])
         self.line_w = max(1, round(unit * 0.05))
 
     # -- primitives -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from tbpr.data.synthpedes.figure import HEADS_TALL, FigurePainter, shade
 from tbpr.data.synthpedes.scene import Scene
+from tbpr.data.synthpedes.style import DEFAULT_STYLE, Style
 
 WIDTH, HEIGHT = 128, 256  # output image size (CUHK-PEDES-like aspect ratio)
 SUPERSAMPLE = 2
@@ -109,8 +110,9 @@ def _draw_occluder(
         d.rectangle(box, fill=colour, outline=shade(colour, 0.6), width=3)
 
 
-def render_image(attrs: dict, looks: dict, scene: Scene) -> Image.Image:
-    """The final ``WIDTH`` x ``HEIGHT`` RGB image of one identity in one scene (deterministic)."""
+def render_image(attrs: dict, looks: dict, scene: Scene, style: Style = DEFAULT_STYLE) -> Image.Image:
+    """The final ``WIDTH`` x ``HEIGHT`` RGB image of one identity in one scene (deterministic), drawn in
+    ``style``'s palette and proportions (its backgrounds are chosen with the scene: ``Style.adjust``)."""
     rng = np.random.default_rng(scene.noise_seed)
     size = (WIDTH * SUPERSAMPLE, HEIGHT * SUPERSAMPLE)
     img = draw_background(scene, rng, size)
@@ -127,7 +129,7 @@ def render_image(attrs: dict, looks: dict, scene: Scene) -> Image.Image:
     )
     layer = Image.new("RGBA", size, (0, 0, 0, 0))
     mirrored = scene.view == "right"
-    FigurePainter(layer, attrs, looks, scene, size[0] - cx if mirrored else cx, top, unit).paint()
+    FigurePainter(layer, attrs, looks, scene, size[0] - cx if mirrored else cx, top, unit, style).paint()
     if mirrored:
         layer = ImageOps.mirror(layer)
     layer = _shade_person(layer, from_left=scene.noise_seed % 2 == 0)

@@ -24,8 +24,7 @@ from tbpr.data.caption_store import CaptionStore, KeyProgress, StoreRecord, reco
 from tbpr.data.image_files import list_image_files
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.chat import Failure
-from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, request_settings
-from tbpr.generate.text.rewrite import request_seed
+from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, request_seed, request_settings
 from tbpr.generate.text.templates import (
     INSTRUCTIONS,
     clean_caption,

@@ -12,7 +12,6 @@ and on a rerun. A reply cut off at the token limit is rejected ("truncated at ma
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,14 @@ from tbpr.data.caption_store import CaptionStore, KeyProgress, StoreRecord, reco
 from tbpr.data.schema import CaptionRecord, Manifest
 from tbpr.errors import ConfigError
 from tbpr.generate.chat import Failure
-from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, check_same_captions, request_settings
+from tbpr.generate.jobs import (
+    JobSummary,
+    Shard,
+    ask_in_rounds,
+    check_same_captions,
+    request_seed,
+    request_settings,
+)
 from tbpr.generate.llm import TextBackend
 from tbpr.generate.text.prompts import PromptTemplate
 
@@ -47,12 +53,6 @@ class Judge(Protocol):
     def settings(self) -> dict[str, Any]: ...
 
     def judge(self, originals: list[str], raw_rewrites: list[str]) -> list[Verdict]: ...
-
-
-def request_seed(seed: int, caption_id: int, n: int, attempt: int) -> int:
-    """The seed of one request: fixed by the job seed and the request's key and attempt."""
-    digest = hashlib.sha256(f"{seed}:{caption_id}:{n}:{attempt}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass
