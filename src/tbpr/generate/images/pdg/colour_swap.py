@@ -162,13 +162,13 @@ class Analysis:
 class ColourSwapper:
     """Finds the swappable colours of captions (``analyse``) with one spaCy pipeline and CLIP's BPE."""
 
-    def __init__(self, sets: ColourSets | None = None, families: Iterable[str] | None = None):
-        """``families``: the Co families a colour may become (default: all; a backend that cannot draw
-        some colours restricts them)."""
+    def __init__(self, sets: ColourSets | None = None, names: Iterable[str] | None = None):
+        """``names``: the Co names a colour may become (default: all; a backend that cannot draw some
+        colours restricts them)."""
         from open_clip.tokenizer import SimpleTokenizer
 
         self.sets = sets or ColourSets.load()
-        self.families = set(self.sets.colours) if families is None else set(families) & set(self.sets.colours)
+        self.names = None if names is None else {n.lower() for n in names}
         self.nlp = load_spacy()
         self._bpe = SimpleTokenizer()
 
@@ -202,11 +202,13 @@ class ColourSwapper:
                     continue
                 targets, size = {}, self.tokens(caption[start:end])
                 for fam, names in self.sets.colours.items():
-                    fits = (n for n in names if self.tokens(n) == size)  # then the caption's count, exactly
+                    fits = (
+                        n for n in names if self.tokens(n) == size and (self.names is None or n in self.names)
+                    )
                     same = tuple(
                         n for n in fits if self.tokens(caption[:start] + n + caption[end:]) == length
                     )
-                    if fam not in taken and fam in self.families and same:
+                    if fam not in taken and same:  # ``same``: the caption keeps its token count, exactly
                         targets[fam] = same
                 if targets:
                     old = caption[start:end]

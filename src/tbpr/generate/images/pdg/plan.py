@@ -13,17 +13,17 @@ training person (in id order) gets person id ``max_pid + 1 + r * n + k``, with `
 person id of the source dataset (every split): no id of the source dataset is reused, and a pair's id
 does not depend on how many pairs other persons got.
 
-All randomness comes from generators seeded by (seed, source person id[, k]), so a person's pairs do not
-depend on which other persons are planned, on their order, or on a shard.
+The draws come from a generator seeded by (seed, source person id), so a person's edits do not depend on
+which other persons are planned, on their order, or on a shard. (The image job seeds each image itself:
+``tbpr.generate.jobs.request_seed``.)
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from tbpr.data.readers import read_annotations
 from tbpr.errors import ConfigError, DataError
@@ -43,19 +43,13 @@ class Source:
 
 @dataclass(frozen=True)
 class PlannedPair:
-    """Pair ``index`` of ``source.person``: the source, the edit and edited caption, the new identity's
-    person id, and the seed its image is generated with."""
+    """Pair ``index`` of ``source.person``: the source, the edit and edited caption, and the new
+    identity's person id."""
 
     source: Source
     index: int
     pid: int
     edit: ColourEdit
-    seed: int
-
-    @property
-    def key(self) -> str:
-        """The pair's store key: source person and pair number."""
-        return f"{self.source.person}:{self.index}"
 
     @property
     def caption(self) -> str:
@@ -79,10 +73,7 @@ class Plan:
     short: int = 0  # qualifying persons with fewer distinct edits than n
 
     def reasons(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for s in self.skipped:
-            counts[s.reason] = counts.get(s.reason, 0) + 1
-        return counts
+        return dict(Counter(s.reason for s in self.skipped))
 
 
 def training_sources(path: str | Path, format: str | None = None) -> tuple[list[Source], int, Path]:
@@ -103,11 +94,6 @@ def training_sources(path: str | Path, format: str | None = None) -> tuple[list[
     if not sources:
         raise DataError(f"dataset {path}: the training split has no captions to make pairs from")
     return sources, max(annotations.raw_pids), manifest.image_root
-
-
-def pair_seed(seed: int, person: int, index: int) -> int:
-    """The generation seed of pair ``index`` of ``person`` (32 bits, independent of any other pair)."""
-    return int(np.random.SeedSequence([seed, person, index]).generate_state(1)[0])
 
 
 def plan_pairs(
@@ -136,7 +122,7 @@ def plan_pairs(
         plan.short += len(edits) < n
         for index, (source, edit) in enumerate(edits):
             pid = max_pid + 1 + rank * n + index
-            plan.pairs.append(PlannedPair(source, index, pid, edit, pair_seed(seed, person, index)))
+            plan.pairs.append(PlannedPair(source, index, pid, edit))
     return plan
 
 

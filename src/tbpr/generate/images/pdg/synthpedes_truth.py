@@ -5,8 +5,9 @@ A SynthPedes folder records, per image, the identity's attributes, the scene and
 name which attribute (``attributes.json``, docs/synthpedes.md); the rendering looks (skin tone, build, hat
 and scarf colours) are not recorded but follow from the generator's size and seed, so they are drawn again
 (``plan_identities``). An edit of a caption's colour becomes a change of the attribute whose words it
-covers (``upper_colour``, ``lower_colour`` or ``shoe_colour``) to the palette colour of the new colour's
-family (``COLOURS``: every Co family except beige).
+covers (``upper_colour``, ``lower_colour`` or ``shoe_colour``) to the palette colour the new colour names
+in SynthPedes's own captions (``COLOUR_WORDS``: "navy blue" and "dark blue" are navy, "gray" is grey);
+only those names are drawn as new colours (``RENDERABLE_NAMES``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tbpr.data.synthpedes.attributes import COLOURS
 from tbpr.data.synthpedes.generation import GENERATOR_VERSION, SIZES, plan_identities
+from tbpr.data.synthpedes.vocabulary import COLOUR_WORDS
 from tbpr.errors import DataError
 from tbpr.generate.images.pdg.colour_swap import ColourEdit
 
 EDITABLE = ("upper_colour", "lower_colour", "shoe_colour")
-RENDERABLE_FAMILIES = frozenset(COLOURS)  # Co families the palette draws (navy is in Co's blue family)
+RENDERABLE_NAMES = {word: colour for colour, words in COLOUR_WORDS.items() for word in words}  # -> palette
 
 
 class SynthPedesTruth:
@@ -70,6 +71,6 @@ class SynthPedesTruth:
         )
         if attribute is None:
             return f"the edited colour {edit.old!r} names none of {', '.join(EDITABLE)} in the ground truth"
-        if edit.new_family not in RENDERABLE_FAMILIES:
-            return f"the renderer has no {edit.new_family!r} in its palette"
-        return {attribute: edit.new_family}
+        if edit.new not in RENDERABLE_NAMES:
+            return f"the renderer's palette has no colour named {edit.new!r}"
+        return {attribute: RENDERABLE_NAMES[edit.new]}
