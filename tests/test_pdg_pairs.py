@@ -179,6 +179,11 @@ def test_an_inversion_backend_gets_the_prompts_the_word_swap_and_the_settings(sw
     )
 
 
+def test_bad_inversion_settings_are_one_clear_error():
+    with pytest.raises(ConfigError, match=r"--cross-replace 1.5: expected a share of the steps in \[0, 1\]"):
+        PairSettings(cross_replace=1.5)
+
+
 def test_a_renderer_job_on_a_dataset_without_ground_truth_is_one_error_before_any_work(tmp_path):
     store = tmp_path / "p.jsonl"
     with pytest.raises(DataError, match="no SynthPedes ground truth"):

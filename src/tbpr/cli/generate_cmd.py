@@ -160,7 +160,7 @@ def _register_pairs(actions: argparse._SubParsersAction) -> None:
         "pairs: the edited caption and its image, into STORE. The synthpedes backend redraws the SynthPedes "
         "person with the new colour (DATA must be a SynthPedes folder); an inversion backend inverts the "
         "source image and regenerates it with the prompt-to-prompt word swap. Captions without a pair are "
-        "written with their reasons to STORE_skipped.jsonl. Rerun to continue; --shard splits the pairs; "
+        "written with their reasons to STORE_skipped.jsonl. Rerun to continue; --shard splits the pairs; --seed also draws the edits; "
         "`tbpr data from-generated STORE` makes the training set.",
     )
     p.add_argument("data", metavar="DATA", help="the dataset folder whose training split the pairs come from")

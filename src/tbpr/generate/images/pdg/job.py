@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tbpr.atomic import write_text
+from tbpr.errors import ConfigError
 from tbpr.generate.images.backend import EditRequest, ImageGenerator
 from tbpr.generate.images.job import ImageWork, PersonCheck, run_image_job
 from tbpr.generate.images.pdg.colour_swap import ColourSwapper
@@ -43,6 +44,16 @@ class PairSettings:
     inner_steps: int = 10  # null-text optimization steps per timestep
     cross_replace: float = 0.8  # share of the steps whose cross-attention maps come from the source
     self_replace: float = 0.4  # likewise for self-attention
+
+    def __post_init__(self) -> None:
+        for name in ("cross_replace", "self_replace"):
+            if not 0 <= getattr(self, name) <= 1:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} {getattr(self, name)}: expected a share of the steps in [0, 1]")
+        if self.steps < 1 or self.inner_steps < 0:
+            raise ConfigError(
+                f"--steps {self.steps}, --inner-steps {self.inner_steps}: expected >= 1 and >= 0"
+            )
 
     def inversion(self) -> dict[str, Any]:
         return {
