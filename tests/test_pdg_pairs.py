@@ -175,13 +175,13 @@ def test_an_inversion_backend_gets_the_prompts_the_word_swap_and_the_settings(sw
     assert (
         request.steps == 20
         and request.inversion["inner_steps"] == 5
-        and request.inversion["cross_replace"] == 0.8
+        and request.inversion["cross_share"] == 0.8
     )
 
 
 def test_bad_inversion_settings_are_one_clear_error():
-    with pytest.raises(ConfigError, match=r"--cross-replace 1.5: expected a share of the steps in \[0, 1\]"):
-        PairSettings(cross_replace=1.5)
+    with pytest.raises(ConfigError, match=r"--cross-share 1.5: expected a share of the steps in \[0, 1\]"):
+        PairSettings(cross_share=1.5)
 
 
 def test_a_renderer_job_on_a_dataset_without_ground_truth_is_one_error_before_any_work(tmp_path):

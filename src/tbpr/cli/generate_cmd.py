@@ -181,13 +181,13 @@ def _register_pairs(actions: argparse._SubParsersAction) -> None:
         help="null-text inversion: optimization steps of the null embedding per timestep (default: 10)",
     )
     p.add_argument(
-        "--cross-replace",
+        "--cross-share",
         type=float,
         default=0.8,
         help="prompt-to-prompt: share of the steps whose cross-attention maps come from the source (default: 0.8)",
     )
     p.add_argument(
-        "--self-replace",
+        "--self-share",
         type=float,
         default=0.4,
         help="prompt-to-prompt: share of the steps whose self-attention maps come from the source (default: 0.4)",
@@ -199,9 +199,7 @@ def _pairs(args: argparse.Namespace) -> int:
     from tbpr.generate.images.pdg.job import PairSettings, make_pairs
 
     shard, check, backend = _open_job(args)
-    settings = PairSettings(
-        args.steps, args.guidance, args.inner_steps, args.cross_replace, args.self_replace
-    )
+    settings = PairSettings(args.steps, args.guidance, args.inner_steps, args.cross_share, args.self_share)
     summary, _, _ = make_pairs(
         args.data,
         args.out,

@@ -42,11 +42,11 @@ class PairSettings:
     steps: int = 50
     guidance: float = 7.5
     inner_steps: int = 10  # null-text optimization steps per timestep
-    cross_replace: float = 0.8  # share of the steps whose cross-attention maps come from the source
-    self_replace: float = 0.4  # likewise for self-attention
+    cross_share: float = 0.8  # share of the steps whose cross-attention maps come from the source
+    self_share: float = 0.4  # likewise for self-attention
 
     def __post_init__(self) -> None:
-        for name in ("cross_replace", "self_replace"):
+        for name in ("cross_share", "self_share"):
             if not 0 <= getattr(self, name) <= 1:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} {getattr(self, name)}: expected a share of the steps in [0, 1]")
@@ -56,11 +56,10 @@ class PairSettings:
             )
 
     def inversion(self) -> dict[str, Any]:
-        return {
-            "method": "null-text",
+        return {  # the keys the diffusers backend reads (NullTextSettings' and prompt-to-prompt's shares)
             "inner_steps": self.inner_steps,
-            "cross_replace": self.cross_replace,
-            "self_replace": self.self_replace,
+            "cross_share": self.cross_share,
+            "self_share": self.self_share,
         }
 
 
