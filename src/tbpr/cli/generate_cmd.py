@@ -1,11 +1,14 @@
-"""``tbpr generate persons|edit|pairs|status|merge``: synthetic person images and their edits (SynTBPR) and
-PDG's controlled pairs into generation stores, and what a store holds (docs/image-generation.md)."""
+"""``tbpr generate persons|edit|pairs|status|merge|finetune``: synthetic person images and their edits
+(SynTBPR) and PDG's controlled pairs into generation stores, what a store holds, and diffusion fine-tuning
+(docs/image-generation.md)."""
 
 from __future__ import annotations
 
 import argparse
 
+from tbpr.cli.generate_finetune_cmd import register_finetune_command
 from tbpr.cli.generation_options import add_chat_options, open_backend
+from tbpr.cli.options import add_device_option
 
 
 def _add_job_options(p: argparse.ArgumentParser) -> None:
@@ -14,13 +17,23 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
         "--out", required=True, metavar="STORE", help="generation store to create or continue (.jsonl)"
     )
     p.add_argument(
-        "--backend", default="synthpedes", help="image backend (default: synthpedes, the procedural renderer)"
+        "--backend",
+        default="synthpedes",
+        help="image backend: synthpedes (the procedural renderer, default) or diffusers (Stable Diffusion)",
     )
     p.add_argument(
         "--model",
         metavar="NAME",
-        help="the backend's model; synthpedes: a renderer style, synthpedes (default), synthetic or vivid",
+        help="the backend's model; synthpedes: a renderer style, synthpedes (default), synthetic or vivid; "
+        "diffusers: a hub name or pipeline folder (required)",
     )
+    p.add_argument(
+        "--edit-model",
+        metavar="NAME",
+        help="diffusers: an InstructPix2Pix model that edits by instruction (default: none; edits then use "
+        "null-text inversion + prompt-to-prompt on the source and target prompts)",
+    )
+    add_device_option(p)
     p.add_argument("--workers", type=int, default=1, help="synthpedes: render processes (default: 1)")
     p.add_argument("--steps", type=int, default=50, help="denoising steps, recorded (default: 50)")
     p.add_argument(
@@ -128,6 +141,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("stores", metavar="STORE", nargs="+", help="shard stores to merge")
     m.set_defaults(func=_merge)
 
+    register_finetune_command(actions)
+
 
 def _open_job(args: argparse.Namespace):
     """The shard, the person filter and the backend the job options ask for (errors before any work)."""
@@ -136,7 +151,10 @@ def _open_job(args: argparse.Namespace):
     from tbpr.generate.jobs import Shard
 
     shard, check = Shard.parse(args.shard), make_filter(args.filter)
-    options = {"workers": args.workers} if args.backend == "synthpedes" else {}
+    options = {
+        "synthpedes": {"workers": args.workers},
+        "diffusers": {"device": args.device, "edit_model": args.edit_model},
+    }.get(args.backend, {})
     return shard, check, make_backend(args.backend, args.model, **options)
 
 

@@ -4,5 +4,7 @@
 - ``renderer``: the SynthPedes procedural renderer as a backend (no weights; ground truth known);
 - ``job``: the image job on the shared job loop (``tbpr.generate.jobs``): shards, retries, resume;
 - ``store``: image records in the shared generation store and the image files beside it;
-- ``filters``: person filters (does an image hold one whole person?).
+- ``filters``: person filters (does an image hold one whole person?);
+- ``diffusion``: Stable Diffusion-family sampling, inversion, prompt-to-prompt, editing and fine-tuning on
+  diffusers, and the ``diffusers`` backend.
 """

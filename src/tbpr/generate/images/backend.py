@@ -6,7 +6,8 @@ request alone, not on the batch it came in. A result is a ``Generated`` image, o
 reason (the job records it and asks again on the next round or rerun); one request's failure must not
 fail the batch. ``provenance()`` says which model made the images, recorded with every image.
 
-Backends: ``synthpedes`` (tbpr's procedural renderer, ``tbpr.generate.images.renderer``). A backend module
+Backends: ``synthpedes`` (tbpr's procedural renderer, ``tbpr.generate.images.renderer``) and ``diffusers`` (Stable
+Diffusion-family models, ``tbpr.generate.images.diffusion.backend``). A backend module
 registers itself in ``BACKENDS`` by its import path; ``make_backend`` imports only the one asked for.
 """
 
@@ -105,6 +106,7 @@ class ImageGenerator(Protocol):
 # (one line, before any work) when the model cannot be found
 BACKENDS: dict[str, str] = {
     "synthpedes": "tbpr.generate.images.renderer:RendererBackend",
+    "diffusers": "tbpr.generate.images.diffusion.backend:DiffusersBackend",
 }
 
 
