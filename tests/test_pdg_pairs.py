@@ -4,6 +4,7 @@ source (``data.extra_train``)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -179,7 +180,12 @@ def test_an_inversion_backend_gets_the_prompts_the_word_swap_and_the_settings(sw
     )
 
 
-def test_bad_inversion_settings_are_one_clear_error():
+def test_bad_inversion_settings_are_one_clear_error(tmp_path, caplog):
+    assert (
+        main(["generate", "pairs", str(tmp_path), "--out", str(tmp_path / "p.jsonl"), "--edit-model", "x"])
+        == 2
+    )
+    assert "--edit-model (instruction editing) does not apply" in caplog.text
     with pytest.raises(ConfigError, match=r"--cross-share 1.5: expected a share of the steps in \[0, 1\]"):
         PairSettings(cross_share=1.5)
 
@@ -288,3 +294,55 @@ def test_the_renderer_refuses_an_attribute_edit_it_cannot_draw(pairs_store):
     assert (
         isinstance(no_such_colour, Failed) and "not a valid SynthPedes combination" in no_such_colour.reason
     )
+
+
+@pytest.mark.slow
+def test_generate_pairs_with_the_diffusers_backend_inverts_and_swaps_the_word(tmp_path, swapper):
+    """Null-text inversion + prompt-to-prompt word swap on a tiny random Stable Diffusion, end to end."""
+    from tbpr.generate.images.diffusion.tiny import save_tiny_pipeline
+
+    data = tmp_path / "data"
+    (data / "imgs").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = [
+        (7, "a.png", "A man in a red shirt and black trousers carrying a blue backpack."),
+        (8, "b.png", "A woman carrying a red bag."),  # no clothes phrase: skipped
+    ]
+    for _, name, _ in rows:
+        Image.fromarray(rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)).save(data / "imgs" / name)
+    (data / "annotations.jsonl").write_text(
+        "".join(
+            json.dumps({"file_path": name, "id": pid, "split": "train", "captions": [text]}) + "\n"
+            for pid, name, text in rows
+        )
+    )
+    model = save_tiny_pipeline(tmp_path / "sd")
+    store = tmp_path / "gen" / "pairs.jsonl"
+    args = [
+        "generate",
+        "pairs",
+        str(data),
+        "--out",
+        str(store),
+        "--backend",
+        "diffusers",
+        "--model",
+        str(model),
+    ]
+    args += ["--device", "cpu", "--steps", "2", "--inner-steps", "1", "--filter", "none", "--per-person", "2"]
+    assert main(args) == 0
+    records = list(CaptionStore(store))
+    assert len(records) == 2 and all(r.accepted for r in records)
+    for rec in records:
+        assert rec.backend == "diffusers" and rec.extra["edit"]["kind"] == "word_swap"
+        result = rec.extra["result"]
+        assert result["method"] == "null-text inversion + prompt-to-prompt"
+        assert result["inversion"]["inner_steps"] == 1 and result["cross_share"] == 0.8
+        assert (
+            rec.extra["source_prompt"].endswith("blue backpack.")
+            and rec.extra["caption"] != rec.extra["source_prompt"]
+        )
+        assert Image.open(store.parent / rec.text).size == (32, 64)
+    assert [json.loads(x)["reason"] for x in skipped_path(store).read_text().splitlines()] == [C.NO_CLOTHES]
+    build_from_generated([store], tmp_path / "pairs")
+    assert read_dataset(tmp_path / "pairs").num_ids() == 2

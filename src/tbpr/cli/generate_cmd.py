@@ -177,7 +177,8 @@ def _register_pairs(actions: argparse._SubParsersAction) -> None:
         "(spaCy phrases, clothes set Cl, colour set Co, same CLIP token count: docs/pdg.md), make --per-person "
         "pairs: the edited caption and its image, into STORE. The synthpedes backend redraws the SynthPedes "
         "person with the new colour (DATA must be a SynthPedes folder); an inversion backend inverts the "
-        "source image and regenerates it with the prompt-to-prompt word swap. Captions without a pair are "
+        "source image and regenerates it with the prompt-to-prompt word swap (diffusers: --model a Stable "
+        "Diffusion pipeline, ideally fine-tuned on DATA with `tbpr generate finetune`). Captions without a pair are "
         "written with their reasons to STORE_skipped.jsonl. Rerun to continue; --shard splits the pairs; --seed also draws the edits; "
         "`tbpr data from-generated STORE` makes the training set.",
     )
@@ -214,8 +215,14 @@ def _register_pairs(actions: argparse._SubParsersAction) -> None:
 
 
 def _pairs(args: argparse.Namespace) -> int:
+    from tbpr.errors import ConfigError
     from tbpr.generate.images.pdg.job import PairSettings, make_pairs
 
+    if args.edit_model:
+        raise ConfigError(
+            "tbpr generate pairs edits by null-text inversion + prompt-to-prompt word swap; --edit-model "
+            "(instruction editing) does not apply: leave it out"
+        )
     shard, check, backend = _open_job(args)
     settings = PairSettings(args.steps, args.guidance, args.inner_steps, args.cross_share, args.self_share)
     summary, _, _ = make_pairs(
