@@ -1,5 +1,6 @@
-"""``tbpr generate persons|edit|status|merge|finetune``: synthetic person images and their edits (SynTBPR) into
-generation stores, what a store holds, and diffusion fine-tuning (docs/image-generation.md)."""
+"""``tbpr generate persons|edit|pairs|status|merge|finetune``: synthetic person images and their edits
+(SynTBPR) and PDG's controlled pairs into generation stores, what a store holds, and diffusion fine-tuning
+(docs/image-generation.md)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    gen = sub.add_parser("generate", help="generate person images and edits (SynTBPR) into generation stores")
+    gen = sub.add_parser(
+        "generate", help="generate person images and edits (SynTBPR) and PDG pairs into generation stores"
+    )
     actions = gen.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     p = actions.add_parser(
@@ -114,6 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
     e.set_defaults(func=_edit)
 
+    _register_pairs(actions)
+
     s = actions.add_parser(
         "status",
         help="counts, failures with reasons and a contact sheet of a generation store",
@@ -139,10 +144,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_finetune_command(actions)
 
 
-def _run_job(args: argparse.Namespace, work, method: str) -> int:
+def _open_job(args: argparse.Namespace):
+    """The shard, the person filter and the backend the job options ask for (errors before any work)."""
     from tbpr.generate.images.backend import make_backend
     from tbpr.generate.images.filters import make_filter
-    from tbpr.generate.images.job import run_image_job
     from tbpr.generate.jobs import Shard
 
     shard, check = Shard.parse(args.shard), make_filter(args.filter)
@@ -150,9 +155,88 @@ def _run_job(args: argparse.Namespace, work, method: str) -> int:
         "synthpedes": {"workers": args.workers},
         "diffusers": {"device": args.device, "edit_model": args.edit_model},
     }.get(args.backend, {})
-    backend = make_backend(args.backend, args.model, **options)
+    return shard, check, make_backend(args.backend, args.model, **options)
+
+
+def _run_job(args: argparse.Namespace, work, method: str) -> int:
+    from tbpr.generate.images.job import run_image_job
+
+    shard, check, backend = _open_job(args)
     summary = run_image_job(
         args.out, backend, work, method, shard, args.max_attempts, args.batch_size, args.seed, check
+    )
+    print(summary.line(args.out))
+    return 0
+
+
+def _register_pairs(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser(
+        "pairs",
+        help="PDG's controlled text-image pairs: one garment colour swapped, as new identities",
+        description="For each training person of DATA with a caption whose garment colour can be swapped "
+        "(spaCy phrases, clothes set Cl, colour set Co, same CLIP token count: docs/pdg.md), make --per-person "
+        "pairs: the edited caption and its image, into STORE. The synthpedes backend redraws the SynthPedes "
+        "person with the new colour (DATA must be a SynthPedes folder); an inversion backend inverts the "
+        "source image and regenerates it with the prompt-to-prompt word swap (diffusers: --model a Stable "
+        "Diffusion pipeline, ideally fine-tuned on DATA with `tbpr generate finetune`). Captions without a pair are "
+        "written with their reasons to STORE_skipped.jsonl. Rerun to continue; --shard splits the pairs; --seed also draws the edits; "
+        "`tbpr data from-generated STORE` makes the training set.",
+    )
+    p.add_argument("data", metavar="DATA", help="the dataset folder whose training split the pairs come from")
+    p.add_argument("--format", help="annotation format of DATA (default: recognized by file name)")
+    p.add_argument(
+        "--per-person",
+        type=int,
+        default=1,
+        metavar="N",
+        help="pairs per qualifying person, each with another edit (default: 1; PDG's best row: 5)",
+    )
+    _add_job_options(p)
+    p.add_argument("--guidance", type=float, default=7.5, help="guidance scale (default: 7.5)")
+    p.add_argument(
+        "--inner-steps",
+        type=int,
+        default=10,
+        help="null-text inversion: optimization steps of the null embedding per timestep (default: 10)",
+    )
+    p.add_argument(
+        "--cross-share",
+        type=float,
+        default=0.8,
+        help="prompt-to-prompt: share of the steps whose cross-attention maps come from the source (default: 0.8)",
+    )
+    p.add_argument(
+        "--self-share",
+        type=float,
+        default=0.4,
+        help="prompt-to-prompt: share of the steps whose self-attention maps come from the source (default: 0.4)",
+    )
+    p.set_defaults(func=_pairs)
+
+
+def _pairs(args: argparse.Namespace) -> int:
+    from tbpr.errors import ConfigError
+    from tbpr.generate.images.pdg.job import PairSettings, make_pairs
+
+    if args.edit_model:
+        raise ConfigError(
+            "tbpr generate pairs edits by null-text inversion + prompt-to-prompt word swap; --edit-model "
+            "(instruction editing) does not apply: leave it out"
+        )
+    shard, check, backend = _open_job(args)
+    settings = PairSettings(args.steps, args.guidance, args.inner_steps, args.cross_share, args.self_share)
+    summary, _, _ = make_pairs(
+        args.data,
+        args.out,
+        backend,
+        args.per_person,
+        args.seed,
+        shard,
+        settings,
+        args.format,
+        args.max_attempts,
+        args.batch_size,
+        check,
     )
     print(summary.line(args.out))
     return 0

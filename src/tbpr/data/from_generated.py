@@ -1,10 +1,12 @@
-"""Training sets from image generation stores (``tbpr generate persons`` / ``edit``): one record per
-accepted image, its identity shared by the images of one prompt and their edits.
+"""Training sets from image generation stores (``tbpr generate persons`` / ``edit`` / ``pairs``): one record
+per accepted image, its identity shared by the images of one prompt and their edits (a PDG pair is an
+identity of its own).
 
 Written like ``tbpr data from-captions`` (``annotations.jsonl`` in the jsonl format, ``imgs`` linking to the
-stores' folder). Captions are the construction prompts (an edit keeps its source's prompt: the edit
-changes the background, weather, style or posture, which captions do not describe), or, with
-``caption_store``, the accepted captions ``tbpr caption`` wrote for the stores' folder.
+stores' folder). Captions are a record's ``caption`` when it has one (a PDG pair: the edited caption its
+image shows), else the construction prompts (an edit keeps its source's prompt: the edit changes the
+background, weather, style or posture, which captions do not describe), or, with ``caption_store``, the
+accepted captions ``tbpr caption`` wrote for the stores' folder.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def build_from_generated(
         for rec in store:
             if not rec.accepted or rec.text in images:
                 continue
-            prompt = rec.extra.get("source_caption") or rec.extra.get("prompt")
+            prompt = rec.extra.get("caption") or rec.extra.get("source_caption") or rec.extra.get("prompt")
             captions = (
                 captioned.get(rec.text, []) if caption_store is not None else [prompt] if prompt else []
             )

@@ -19,12 +19,14 @@ def canonical_split(raw: str) -> str:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image: ``path`` is relative to the dataset's image folder; ``pid`` the person id."""
+    """One image: ``path`` is relative to the dataset's image folder, or to ``root`` when set (an image
+    of another dataset added as an extra training source, ``tbpr.data.sources``); ``pid`` the person id."""
 
     id: int
     path: str
     pid: int
     split: str
+    root: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Manifest:
         return self.images[self._image_index[image_id]]
 
     def image_path(self, rec: ImageRecord) -> Path:
-        return self.image_root / rec.path
+        return (rec.root or self.image_root) / rec.path
 
     def split(self, name: str) -> Manifest:
         """The sub-manifest of one split (captions follow their images)."""

@@ -44,6 +44,9 @@ class DataConfig:
     # EDA ops, caption-store ops (back translation, LLM rewrites with BSS), expansion by LLM rewrites
     text_augment: TextAugConfig = field(default_factory=TextAugConfig)
     train_fraction: float = 1.0  # few-shot: keep this fraction of the training identities (seeded)
+    # dataset folders whose training splits join the training set as new identities (tbpr.data.sources),
+    # e.g. PDG's generated pairs; after the few-shot draw and the carved val split, so they never enter those
+    extra_train: list[str] = field(default_factory=list)
     # the split checkpoints are selected on: the dataset's, or identities carved from training (tbpr.data.holdout)
     val_split: ValSplitConfig = field(default_factory=ValSplitConfig)
     mean: tuple[float, float, float] = OPENAI_CLIP_MEAN

@@ -31,6 +31,7 @@ from tbpr.data.datasets import CaptionPairDataset
 from tbpr.data.fewshot import sample_identities
 from tbpr.data.holdout import resolve_val_split
 from tbpr.data.samplers import IdentityBatchSampler, PerImageBatchSampler, RandomBatchSampler
+from tbpr.data.sources import add_training_sources
 from tbpr.data.transforms import build_image_transform
 from tbpr.devices import check_device
 from tbpr.errors import ConfigError
@@ -150,6 +151,11 @@ class Trainer:
         if text_cfg.expand:  # new caption ids follow every id of the dataset, so no store key names them
             start = max(c.id for c in manifest.captions) + 1
             self.train_split = expand_training_split(self.train_split, text_cfg, start)
+        if cfg.data.extra_train:  # new identities; caption ids after the dataset's and the expansion's
+            first = max(c.id for c in manifest.captions) + 1
+            self.train_split = add_training_sources(
+                self.train_split, cfg.data.extra_train, first, cfg.data.skip_bad
+            )
         self.tokenizer = build_tokenizer(cfg.model)  # the text tower's own
         size = tuple(cfg.model.image_size)
         self.train_transform = build_image_transform(

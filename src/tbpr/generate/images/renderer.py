@@ -7,7 +7,8 @@ A request's ``person`` (``ImageRequest.person``) holds ``attributes`` (SynthPede
 and optionally ``looks``, ``scene`` (a full scene, as recorded), ``view``, ``background``, ``posture``,
 ``weather`` and ``picture_style``. What it leaves open is drawn from the request's seed. Every result's
 ``info`` holds the resolved ``looks``, ``scene``, ``weather`` and ``picture_style``: recorded with the
-image, they let an edit redraw the same person with one thing changed (``EDIT_KINDS``).
+image, they let an edit redraw the same person with one thing changed (``EDIT_KINDS``), or with some of
+its attributes changed (kind ``attributes``, value ``{"upper_colour": "red"}``: PDG's colour swap).
 """
 
 from __future__ import annotations
@@ -133,14 +134,19 @@ class RendererBackend:
         jobs: list = []
         for r in requests:
             kind, value = r.edit.get("kind"), r.edit.get("value")
-            if kind not in EDIT_KINDS:
-                jobs.append(Failed(f"edit kind {kind!r}: the renderer edits {', '.join(EDIT_KINDS)}"))
+            if kind not in EDIT_KINDS and not (kind == "attributes" and isinstance(value, dict)):
+                kinds = ", ".join((*EDIT_KINDS, "attributes (a mapping)"))
+                jobs.append(Failed(f"edit kind {kind!r}: the renderer edits {kinds}"))
             elif not r.person or "scene" not in r.person:
                 jobs.append(Failed("the renderer edits only images it drew (no recorded person description)"))
             else:
                 with Image.open(r.source) as source:
                     size = source.size
-                jobs.append(({**r.person, kind: value}, r.seed, self.style, size))
+                if kind == "attributes":
+                    person = {**r.person, "attributes": {**(r.person.get("attributes") or {}), **value}}
+                else:
+                    person = {**r.person, kind: value}
+                jobs.append((person, r.seed, self.style, size))
         return self._map(jobs)
 
     def close(self) -> None:
