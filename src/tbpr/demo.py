@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 DEMO_RECIPE = "tbpr-lite"  # pretrained MiniLM-L6 + EfficientNet-Lite0
 BASELINE_RECIPE = "cpu-small"  # tbpr-tiny from scratch, the comparison row
-BASELINE_EPOCHS = 8  # about the pretrained run's training time on 2 idle cores
+BASELINE_EPOCHS = 10  # about the pretrained run's training time on 2 idle cores
 EXAMPLE_QUERY = "a woman wearing a grey jumper and orange trousers"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from tbpr.cli.options import add_config_options
 
 # = tbpr.demo.DEMO_RECIPE / BASELINE_RECIPE / BASELINE_EPOCHS (tested), without importing torch
-DEMO_RECIPE, BASELINE_RECIPE, BASELINE_EPOCHS = "tbpr-lite", "cpu-small", 8
+DEMO_RECIPE, BASELINE_RECIPE, BASELINE_EPOCHS = "tbpr-lite", "cpu-small", 10
 
 
 def register(sub: argparse._SubParsersAction) -> None:
