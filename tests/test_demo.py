@@ -1,5 +1,5 @@
-"""`tbpr demo` end to end on SynthPedes tiny (pretrained tbpr-lite row and from-scratch row), its resume,
-and the next commands it prints."""
+"""`tbpr demo` end to end on SynthPedes tiny (pretrained tbpr-lite row compared with a from-scratch row),
+its resume, and the next commands it prints."""
 
 import json
 import shlex
@@ -19,26 +19,38 @@ FAST = ["model.image_size=[64, 32]", "optim.epochs=1", "data.batch_size=16", "da
 def test_demo_reports_pretrained_and_scratch_rows_resumes_and_its_next_commands_run(tmp_path, capsys):
     out = tmp_path / "demo"
     sets = [x for s in FAST for x in ("--set", s)]
-    args = ["demo", "--out", str(out), "--size", "tiny", "--baseline-epochs", "1", *sets]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--size",
+        "tiny",
+        "--config",
+        "tbpr-lite",
+        "--compare",
+        "cpu-small",
+        *sets,
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "tbpr-lite, pretrained start" in printed and "tbpr-tiny, from scratch" in printed
     assert "random ranking" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"run", "run-scratch", "chance"}
+    assert set(metrics) == {"run", "run-compare", "chance"}
     assert 0 < metrics["chance"]["t2i"]["R1"] < 20
     report = (out / "report.md").read_text()
     for row in ("t2i, tbpr-lite, pretrained start", "t2i, tbpr-tiny, from scratch", "t2i, random ranking"):
         assert f"| {row}" in report
     assert report.count("selected on the validation split") == 2
+    assert "recipe `tbpr-lite` in" in report and "recipe `cpu-small` in" in report
     below = metrics["run"]["t2i"]["R1"] <= metrics["chance"]["t2i"]["R1"]
     assert ("**At or below chance: text-to-image R1" in report) == below
     assert (out / "retrieval_synthpedes-tiny-seed0_test.png").stat().st_size > 1000
     commands = next_commands(out, out / "synthpedes-tiny-seed0")
     assert all(c in report and c in printed for c in commands)
-    logs = [(out / run / "metrics.jsonl").read_text() for run in ("run", "run-scratch")]
+    logs = [(out / run / "metrics.jsonl").read_text() for run in ("run", "run-compare")]
     assert main(args) == 0  # second run: data and training are reused, evaluation repeated
-    assert [(out / run / "metrics.jsonl").read_text() for run in ("run", "run-scratch")] == logs
+    assert [(out / run / "metrics.jsonl").read_text() for run in ("run", "run-compare")] == logs
     capsys.readouterr()
     for command in commands[:2]:  # index the test images with the demo's model, then search them
         assert main(shlex.split(command)[1:]) == 0
@@ -68,19 +80,15 @@ def test_next_commands_parse_with_the_real_cli():
     assert (parsed.command, str(parsed.index)) == ("serve", "my demo/index")
 
 
-def test_demo_defaults_pretrained_against_scratch():
-    assert (demo_cmd.DEMO_RECIPE, demo_cmd.BASELINE_RECIPE, demo_cmd.BASELINE_EPOCHS) == (
-        demo.DEMO_RECIPE,
-        demo.BASELINE_RECIPE,
-        demo.BASELINE_EPOCHS,
-    )
-    assert start_label(load_config(demo.DEMO_RECIPE).model) == "pretrained start"
-    assert start_label(load_config(demo.BASELINE_RECIPE).model) == "from scratch"
+def test_demo_defaults_and_start_labels():
+    assert demo_cmd.DEMO_RECIPE == demo.DEMO_RECIPE
+    assert start_label(load_config("tbpr-lite").model) == "pretrained start"
+    assert start_label(load_config(demo.DEMO_RECIPE).model) == "from scratch"
     assert start_label(load_config("cpu-small", ["model.pretrained=openai"]).model) == "pretrained start"
     towers = ["model.text_tower.weights=random", "model.image_tower.weights=random"]
     assert start_label(load_config("tbpr-lite", towers).model) == "from scratch"
-    args = build_parser().parse_args(["demo", "--baseline", "none"])
-    assert (args.config, args.baseline, args.baseline_epochs) == ("tbpr-lite", "none", demo.BASELINE_EPOCHS)
+    args = build_parser().parse_args(["demo"])
+    assert (args.config, args.compare, args.compare_epochs) == ("cpu-small", None, None)
 
 
 def test_a_result_at_or_below_chance_is_flagged():
