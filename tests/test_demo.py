@@ -58,6 +58,20 @@ def test_demo_reports_pretrained_and_scratch_rows_resumes_and_its_next_commands_
     assert (out / "search.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
+def test_demo_by_default_trains_one_model_and_reports_it_against_chance(tmp_path, capsys):
+    sets = ["model.arch=tbpr-micro", *FAST]
+    assert (
+        main(["demo", "--out", str(tmp_path), "--size", "tiny", *[x for s in sets for x in ("--set", s)]])
+        == 0
+    )
+    table = capsys.readouterr().out.split("\n\nreport:")[0]
+    assert "t2i, tbpr-micro, from scratch" in table and "t2i, random ranking" in table
+    assert table.count("\n") == 5  # header, rule, the model's two rows, chance's two rows
+    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"run", "chance"}
+    assert not (tmp_path / "run-compare").exists()
+
+
 def test_next_commands_parse_with_the_real_cli():
     out, data = Path("my demo"), Path("my demo/synthpedes-small-seed0")
     index, search, serve = next_commands(out, data)
