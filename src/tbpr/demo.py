@@ -24,7 +24,8 @@ from tbpr.train.config import TrainConfig
 log = logging.getLogger(__name__)
 
 # tbpr-tiny from scratch: in the same training time it beats tbpr-lite's pretrained start on SynthPedes
-# small (docs/results-synthpedes.md "The demo"), so the demo trains it and compares nothing by default
+# small (docs/results-synthpedes.md, "Pretrained start against from scratch in the same time"), so the demo
+# trains it and compares nothing by default
 DEMO_RECIPE = "cpu-small"
 EXAMPLE_QUERY = "a woman wearing a grey jumper and orange trousers"
 
@@ -133,8 +134,9 @@ def run_demo(
 ) -> dict:
     """Generate data; train ``recipe`` into ``out/run`` and, unless None, the ``compare`` recipe into
     ``out/run-compare`` (for ``compare_epochs``, None: its recipe's; ``overrides`` apply to both, after
-    that); test both; write report.md, metrics.json and retrieval_*.png (of ``recipe``'s model) into
-    ``out``; print the table and the next commands.
+    that); test both; write report.md, metrics.json, timing.json (minutes of training per run, summed
+    over invocations) and retrieval_*.png (of ``recipe``'s model) into ``out``; print the table and the
+    next commands.
 
     Every stage resumes: existing data is reused and training continues from each run's checkpoints.
     """
