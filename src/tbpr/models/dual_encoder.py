@@ -14,7 +14,7 @@ from torch import nn
 from tbpr.errors import ConfigError
 from tbpr.losses import LogitScale
 from tbpr.models.adapter import FeatureAdapter
-from tbpr.models.freezing import drop_blocks, freeze_prefixes, resolve_layers
+from tbpr.models.freezing import drop_blocks, freeze_batchnorm_statistics, freeze_prefixes, resolve_layers
 from tbpr.models.heads import build_ss_heads
 from tbpr.models.mlm import CrossModalMLMHead
 from tbpr.models.prompting import PromptContext
@@ -263,6 +263,13 @@ class DualEncoder(nn.Module):
         freeze_prefixes(self, config.freeze)
         for block in text_blocks:
             self.text_blocks[block].requires_grad_(False)
+
+    def train(self, mode: bool = True) -> DualEncoder:
+        """``nn.Module.train``, except that frozen BatchNorm layers (all parameters locked by
+        ``model.freeze`` or ``tuning``) keep their running statistics and stay in eval mode."""
+        super().train(mode)
+        freeze_batchnorm_statistics(self)
+        return self
 
     @property
     def logit_scale(self) -> torch.Tensor:
