@@ -59,12 +59,10 @@ def test_demo_reports_pretrained_and_scratch_rows_resumes_and_its_next_commands_
 
 
 @pytest.mark.slow
-def test_demo_by_default_trains_one_model_and_reports_it_against_chance(tmp_path, capsys):
-    sets = ["model.arch=tbpr-micro", *FAST]
-    assert (
-        main(["demo", "--out", str(tmp_path), "--size", "tiny", *[x for s in sets for x in ("--set", s)]])
-        == 0
-    )
+def test_demo_without_compare_trains_one_model_and_reports_it_against_chance(tmp_path, capsys):
+    sets = [x for s in ["model.arch=tbpr-micro", *FAST] for x in ("--set", s)]
+    args = ["demo", "--out", str(tmp_path), "--size", "tiny", "--config", "cpu-small", "--compare", "none"]
+    assert main([*args, *sets]) == 0
     table = capsys.readouterr().out.split("\n\nreport:")[0]
     assert "t2i, tbpr-micro, from scratch" in table and "t2i, random ranking" in table
     assert table.count("\n") == 5  # header, rule, the model's two rows, chance's two rows
@@ -94,15 +92,19 @@ def test_next_commands_parse_with_the_real_cli():
     assert (parsed.command, str(parsed.index)) == ("serve", "my demo/index")
 
 
-def test_demo_defaults_and_start_labels():
-    assert demo_cmd.DEMO_RECIPE == demo.DEMO_RECIPE
-    assert start_label(load_config("tbpr-lite").model) == "pretrained start"
-    assert start_label(load_config(demo.DEMO_RECIPE).model) == "from scratch"
+def test_demo_defaults_pretrained_against_scratch():
+    assert (demo_cmd.DEMO_RECIPE, demo_cmd.COMPARE_RECIPE, demo_cmd.COMPARE_EPOCHS) == (
+        demo.DEMO_RECIPE,
+        demo.COMPARE_RECIPE,
+        demo.COMPARE_EPOCHS,
+    )
+    assert start_label(load_config(demo.DEMO_RECIPE).model) == "pretrained start"
+    assert start_label(load_config(demo.COMPARE_RECIPE).model) == "from scratch"
     assert start_label(load_config("cpu-small", ["model.pretrained=openai"]).model) == "pretrained start"
     towers = ["model.text_tower.weights=random", "model.image_tower.weights=random"]
     assert start_label(load_config("tbpr-lite", towers).model) == "from scratch"
     args = build_parser().parse_args(["demo"])
-    assert (args.config, args.compare, args.compare_epochs) == ("cpu-small", None, None)
+    assert (args.config, args.compare, args.compare_epochs) == ("tbpr-lite", "cpu-small", 10)
 
 
 def test_a_result_at_or_below_chance_is_flagged():
