@@ -48,7 +48,8 @@ class ModelConfig:
 
     Training options (all off by default):
     ``text_attn_dropout`` drops self-attention weights in the text tower (TBPS-CLIP: 0.05);
-    ``freeze`` lists parameter-name prefixes to lock (e.g. "clip.visual.conv1", names of the built model);
+    ``freeze`` lists parameter-name prefixes to lock (e.g. "clip.visual.conv1", names of the built model;
+    a BatchNorm layer left with no trainable parameter also keeps its running statistics);
     ``freeze_text_layers`` / ``drop_text_layers`` lock / remove text blocks, numbered as in the architecture;
     ``tuning`` is "full", "coop" (only context vectors initialized from ``coop_init`` learn) or
     "clip-adapter" (only a residual image-feature adapter, ``adapter_alpha``/``adapter_reduction``, learns);
