@@ -15,7 +15,7 @@ from torch import nn
 from tbpr.errors import ConfigError
 from tbpr.losses import LogitScale
 from tbpr.models.adapter import FeatureAdapter
-from tbpr.models.freezing import drop_blocks, freeze_prefixes, resolve_layers
+from tbpr.models.freezing import drop_blocks, freeze_batchnorm_statistics, freeze_prefixes, resolve_layers
 from tbpr.models.heads import build_ss_heads
 from tbpr.models.mlm import CrossModalMLMHead
 from tbpr.models.prompting import PromptContext
@@ -50,7 +50,8 @@ class ModelConfig:
 
     Training options (all off by default):
     ``text_attn_dropout`` drops self-attention weights in the text tower (TBPS-CLIP: 0.05);
-    ``freeze`` lists parameter-name prefixes to lock (e.g. "clip.visual.conv1", names of the built model);
+    ``freeze`` lists parameter-name prefixes to lock (e.g. "clip.visual.conv1", names of the built model;
+    a BatchNorm layer left with no trainable parameter also keeps its running statistics);
     ``freeze_text_layers`` / ``drop_text_layers`` lock / remove text blocks, numbered as in the architecture;
     ``tuning`` is "full", "coop" (only context vectors initialized from ``coop_init`` learn) or
     "clip-adapter" (only a residual image-feature adapter, ``adapter_alpha``/``adapter_reduction``, learns);
@@ -272,6 +273,13 @@ class DualEncoder(nn.Module):
         freeze_prefixes(self, config.freeze)
         for block in text_blocks:
             self.text_blocks[block].requires_grad_(False)
+
+    def train(self, mode: bool = True) -> DualEncoder:
+        """``nn.Module.train``, except that frozen BatchNorm layers (all parameters locked by
+        ``model.freeze`` or ``tuning``) keep their running statistics and stay in eval mode."""
+        super().train(mode)
+        freeze_batchnorm_statistics(self)
+        return self
 
     @property
     def logit_scale(self) -> torch.Tensor:

@@ -53,3 +53,13 @@ def freeze_prefixes(model: nn.Module, prefixes: list[str], field: str = "model.f
             )
         for param in hits:
             param.requires_grad_(False)
+
+
+def freeze_batchnorm_statistics(model: nn.Module) -> None:
+    """Put every BatchNorm layer whose parameters are all frozen in eval mode: it normalizes with its
+    (pretrained) running statistics and stops updating them. Call after ``model.train()``."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in module.parameters()
+        ):
+            module.eval()

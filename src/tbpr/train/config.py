@@ -76,6 +76,7 @@ class OptimConfig:
     amp: bool = True  # autocast on CUDA only
     mlm_lr_factor: float = 1.0  # learning-rate multiplier of the MLM head (IRRA: 5)
     id_lr_factor: float = 1.0  # learning-rate multiplier of the ID classifier (IRRA: 5)
+    proj_lr_factor: float = 1.0  # learning-rate multiplier of the tower projections (image_proj, text_proj)
     bias_lr_factor: float = 1.0  # learning-rate multiplier of the encoders' biases (IRRA: 2)
     tse_lr_factor: float = 1.0  # learning-rate multiplier of the TSE heads (RDE: 100, i.e. 1e-3 at lr 1e-5)
     name: str = "adamw"  # 'adamw' (decoupled weight decay) or 'adam' (L2 in the gradient, as IRRA)

@@ -3,7 +3,8 @@
 The heads trained from scratch on top of the encoders, the MLM head (``mlm_head.*``) and the ID
 classifier (``id_head.*``) and RDE's TSE heads (``tse.*``), may learn at ``lr * mlm_lr_factor`` /
 ``lr * id_lr_factor`` / ``lr * tse_lr_factor``, as IRRA's and RDE's randomly initialized modules do; the
-encoders' biases at ``lr * bias_lr_factor`` (IRRA: 2).
+projections of towers into a shared space (``image_proj.*``, ``text_proj.*``, new on top of pretrained
+towers) at ``lr * proj_lr_factor``; the encoders' biases at ``lr * bias_lr_factor`` (IRRA: 2).
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ _NO_DECAY_KEYWORDS = (
 
 def _lr_factor(name: str, cfg: OptimConfig) -> float:
     """A head's factor; else the bias factor for biases (``bias``, ``in_proj_bias``); else 1."""
-    heads = (("mlm_head.", cfg.mlm_lr_factor), ("id_head.", cfg.id_lr_factor), ("tse.", cfg.tse_lr_factor))
+    heads = (
+        ("mlm_head.", cfg.mlm_lr_factor),
+        ("id_head.", cfg.id_lr_factor),
+        ("tse.", cfg.tse_lr_factor),
+        ("image_proj.", cfg.proj_lr_factor),
+        ("text_proj.", cfg.proj_lr_factor),
+    )
     for prefix, factor in heads:
         if name.startswith(prefix):
             return factor
