@@ -181,8 +181,12 @@ def _shuffle_train_pairs(
             "pair_noise": {"file_path": image.file_path, "id": person.pid, "caption": c_src},
         }
     if moves:
+        moved_from = len({src for _, (src, _) in moves.items()})
         log.info(
-            "pair noise: moved %d captions of %d training images to other people", len(moves), len(train)
+            "pair noise: moved %d captions (those of %d of the %d training images) to other people",
+            len(moves),
+            moved_from,
+            len(train),
         )
     return out
 
