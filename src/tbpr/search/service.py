@@ -155,16 +155,14 @@ def create_app(
     auth = {401: error("missing or wrong API key")} if api_key is not None else {}
     invalid = {422: error("invalid request: the detail names the field")}
 
-    @app.post(
-        "/api/search",
-        response_model=SearchResponse,
-        responses={
-            **auth,
-            **invalid,
-            400: error("the body is not text (e.g. not UTF-8)"),
-            413: error(f"the body is over {max_body_bytes} bytes"),
-        },
-    )
+    body = {  # what every JSON-body endpoint may answer before its handler runs
+        **auth,
+        **invalid,
+        400: error("the body is not text (e.g. not UTF-8)"),
+        413: error(f"the body is over {max_body_bytes} bytes"),
+    }
+
+    @app.post("/api/search", response_model=SearchResponse, responses=body)
     def search(request: SearchRequest) -> SearchResponse:
         """Rank the gallery against a text query; the best ``k`` images, best first."""
         start = time.perf_counter()
@@ -180,12 +178,7 @@ def create_app(
     @app.post(
         "/api/similar",
         response_model=SimilarResponse,
-        responses={
-            **auth,
-            **invalid,
-            404: error("no image with this id in the gallery"),
-            413: error(f"the body is over {max_body_bytes} bytes"),
-        },
+        responses={**body, 404: error("no image with this id in the gallery")},
     )
     def similar(request: SimilarRequest) -> SimilarResponse:
         """Rank the gallery against one of its images (image to image); the image itself is left out."""
