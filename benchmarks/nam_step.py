@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from tbpr.data.synthpedes import generate
 from tbpr.train import load_config
 from tbpr.train.engine import Trainer
+from training_bench import synthpedes_in_tempdir, train_step
 
 # row label -> its config overrides
 MODES = {
@@ -43,14 +41,6 @@ def build(data: Path, out: Path, mode: str, overrides: list[str]) -> Trainer:
     return Trainer(cfg, resume=False)
 
 
-def step(trainer: Trainer, batch: dict) -> float:
-    start = time.perf_counter()
-    loss, _ = trainer._forward_loss(dict(batch))  # a copy: masking replaces batch["tokens"]
-    loss.backward()
-    trainer._optimizer_step()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,16 +51,14 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        generate(data, size=args.size, seed=0)
+    with synthpedes_in_tempdir(args.size) as (tmp, data):
         trainers = {m: build(data, Path(tmp) / m.replace("+", "-"), m, args.overrides) for m in MODES}
         loader = iter(trainers["none"].loader)
         batches = [next(loader) for _ in range(args.batches)]
         times: dict[str, list[float]] = {m: [] for m in MODES}
         for round_ in range(args.rounds):
             for mode, trainer in trainers.items():
-                spent = [step(trainer, b) for b in batches]
+                spent = [train_step(trainer, b) for b in batches]
                 if round_:
                     times[mode].extend(spent)
     cfg = trainers["nam"].cfg

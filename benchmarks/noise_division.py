@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from tbpr.data.synthpedes import generate
 from tbpr.train import load_config
 from tbpr.train.engine import Trainer
 from tbpr.train.noise import divide, per_sample_losses
+from training_bench import synthpedes_in_tempdir
 
 
 def timed(fn):
@@ -42,9 +40,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        generate(data, size=args.size, seed=0)
+    with synthpedes_in_tempdir(args.size) as (tmp, data):
         overrides = [f"data.path={data}", f"output_dir={tmp}/run", "data.num_workers=0", "eval_every=0"]
         cfg = load_config(args.recipe, [*overrides, *args.overrides])
         torch.manual_seed(0)

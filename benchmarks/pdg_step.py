@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from tbpr.data.synthpedes import generate
 from tbpr.train import load_config
 from tbpr.train.engine import Trainer
+from training_bench import synthpedes_in_tempdir, train_step
 
 APPROX_OFF = ["data.text_augment.approximate.ops=[]", "losses.approx_constraint=0"]
 MIXUP_OFF = ["mixup.p=0"]
@@ -45,14 +43,6 @@ def build(config: str, data: Path, out: Path, mode: str, overrides: list[str]) -
     return Trainer(cfg, resume=False)
 
 
-def step(trainer: Trainer, batch: dict) -> float:
-    start = time.perf_counter()
-    loss, _ = trainer._forward_loss(dict(batch))
-    loss.backward()
-    trainer._optimizer_step()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -64,9 +54,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        generate(data, size=args.size, seed=0)
+    with synthpedes_in_tempdir(args.size) as (tmp, data):
         trainers = {
             m: build(args.config, data, Path(tmp) / f"mode{i}", m, args.overrides)
             for i, m in enumerate(MODES)
@@ -77,7 +65,7 @@ def main() -> None:
         times: dict[str, list[float]] = {m: [] for m in MODES}
         for round_ in range(args.rounds):
             for mode, trainer in trainers.items():
-                spent = [step(trainer, b) for b in batches]
+                spent = [train_step(trainer, b) for b in batches]
                 if round_:
                     times[mode].extend(spent)
     replaced = sum(int(b["replaced"].sum()) for b in batches)

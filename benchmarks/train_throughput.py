@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tempfile
 from pathlib import Path
 
-from tbpr.data.synthpedes import generate
 from tbpr.train import load_config, train
+from training_bench import synthpedes_in_tempdir
 
 
 def measure(
@@ -70,9 +69,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        generate(data, size=args.size, seed=0)
+    with synthpedes_in_tempdir(args.size) as (tmp, data):
         rows = [
             measure(data, Path(tmp) / f"{c}-{w}", c, w, args.steps, args.warmup, args.overrides)
             for c in args.configs
