@@ -325,7 +325,7 @@ def test_generate_persons_edit_and_status_commands(tmp_path, capsys, caplog):
         assert e.extra["identity_id"] == original.caption_id
         assert e.extra["result"]["scene"] == original.extra["result"]["scene"]
     assert main(["generate", "status", str(edits_store)]) == 0
-    assert "person_edit: 6 captions, 6 keys, 6 tries: 6 accepted" in capsys.readouterr().out
+    assert "person_edit: 6 source items, 6 keys, 6 tries: 6 accepted" in capsys.readouterr().out
     with Image.open(tmp_path / "e.jsonl.status" / "contact_sheet.png") as sheet:
         assert sheet.size == (6 * 96, 192 + 30)
     assert (

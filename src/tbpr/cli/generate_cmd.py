@@ -301,7 +301,7 @@ def _status(args: argparse.Namespace) -> int:
     from tbpr.generate.images.sheet import write_image_status
     from tbpr.generate.status import format_status
 
-    print(format_status(write_image_status(args.store, args.out)))
+    print(format_status(write_image_status(args.store, args.out), unit="source items"))
     return 0
 
 

@@ -226,13 +226,14 @@ def plot_similarity(similarity: dict[str, Any], method: str, path: Path) -> Path
     return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
 
 
-def format_status(summary: dict[str, Any]) -> str:
-    """A compact human-readable report of a ``store_status`` summary."""
+def format_status(summary: dict[str, Any], unit: str = "captions") -> str:
+    """A compact human-readable report of a ``store_status`` summary; ``unit`` names what a store's ids
+    count (captions of a text store, source items of an image store)."""
     lines = [f"{summary['store']}:"]
     for method, s in summary["methods"].items():
         rate = "n/a" if s["acceptance_rate"] is None else f"{100 * s['acceptance_rate']:.1f}%"
         lines.append(
-            f"  {method}: {s['captions']} captions, {s['keys']} keys, {s['tries']} tries: {s['accepted']} "
+            f"  {method}: {s['captions']} {unit}, {s['keys']} keys, {s['tries']} tries: {s['accepted']} "
             f"accepted, {s['rejected']} rejected, {s['failed']} failed; acceptance {rate} of outputs, "
             f"{s['keys_accepted']} keys ({100 * s['key_acceptance_rate']:.1f}%) have an accepted one"
         )
