@@ -30,8 +30,10 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--edit-model",
         metavar="NAME",
-        help="diffusers: an InstructPix2Pix model that edits by instruction (default: none; edits then use "
-        "null-text inversion + prompt-to-prompt on the source and target prompts)",
+        help="diffusers: an InstructPix2Pix model for the edits that have an instruction (every edit of "
+        "`tbpr generate edit` has one; `pairs` refuses this option); edits without one, and all edits when "
+        "it is not given, use null-text inversion + prompt-to-prompt on the source and target prompts "
+        "(default: none)",
     )
     add_device_option(p)
     p.add_argument("--workers", type=int, default=1, help="synthpedes: render processes (default: 1)")
