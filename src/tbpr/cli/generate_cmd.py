@@ -125,8 +125,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "status",
         help="counts, failures with reasons and a contact sheet of a generation store",
         description="Report what STORE holds per method (tries accepted, rejected by the person filter, "
-        "failed, with reasons) and write summary.json and contact_sheet.png (the first 32 accepted images) "
-        "to --out.",
+        "failed, with reasons) and write summary.json and contact_sheet.png (the first 32 accepted images, "
+        'each labelled with its edit, e.g. "posture: running", or else its key) to --out.',
     )
     s.add_argument("store", metavar="STORE", help="generation store (.jsonl)")
     s.add_argument("--out", metavar="DIR", help="folder for the files (default: STORE.status/ beside it)")
