@@ -202,6 +202,12 @@ def test_bad_inversion_settings_are_one_clear_error(tmp_path, caplog):
         == 2
     )
     assert "--edit-model (instruction editing) does not apply" in caplog.text
+    caplog.clear()
+    assert (
+        main(["generate", "persons", "--out", str(tmp_path / "q.jsonl"), "--count", "1", "--edit-model", "x"])
+        == 2
+    )
+    assert "generate persons draws new persons" in caplog.text and not (tmp_path / "q.jsonl").exists()
     with pytest.raises(ConfigError, match=r"--cross-share 1.5: expected a share of the steps in \[0, 1\]"):
         PairSettings(cross_share=1.5)
 

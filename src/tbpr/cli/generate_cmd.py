@@ -31,7 +31,7 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
         "--edit-model",
         metavar="NAME",
         help="diffusers: an InstructPix2Pix model for the edits that have an instruction (every edit of "
-        "`tbpr generate edit` has one; `pairs` refuses this option); edits without one, and all edits when "
+        "`tbpr generate edit` has one; `pairs` and `persons` refuse this option); edits without one, and all edits when "
         "it is not given, use null-text inversion + prompt-to-prompt on the source and target prompts "
         "(default: none)",
     )
@@ -217,14 +217,9 @@ def _register_pairs(actions: argparse._SubParsersAction) -> None:
 
 
 def _pairs(args: argparse.Namespace) -> int:
-    from tbpr.errors import ConfigError
     from tbpr.generate.images.pdg.job import PairSettings, make_pairs
 
-    if args.edit_model:
-        raise ConfigError(
-            "tbpr generate pairs edits by null-text inversion + prompt-to-prompt word swap; --edit-model "
-            "(instruction editing) does not apply: leave it out"
-        )
+    _refuse_edit_model(args, "pairs", "edits by null-text inversion + prompt-to-prompt word swap")
     shard, check, backend = _open_job(args)
     settings = PairSettings(args.steps, args.guidance, args.inner_steps, args.cross_share, args.self_share)
     summary, _, _ = make_pairs(
@@ -244,9 +239,20 @@ def _pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_edit_model(args: argparse.Namespace, command: str, what: str) -> None:
+    """One clear error when --edit-model is given to a command that would load it and never use it."""
+    from tbpr.errors import ConfigError
+
+    if args.edit_model:
+        raise ConfigError(
+            f"tbpr generate {command} {what}; --edit-model (instruction editing) does not apply: leave it out"
+        )
+
+
 def _persons(args: argparse.Namespace) -> int:
     from tbpr.generate.images.persons import METHOD, load_vocabulary, person_work
 
+    _refuse_edit_model(args, "persons", "draws new persons from text prompts and edits none")
     vocab = load_vocabulary(args.vocabulary)
     work = person_work(
         vocab,
