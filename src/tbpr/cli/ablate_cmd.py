@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from tbpr.config import to_dict
-    from tbpr.train.ablation import Ablation, load_grid
+    from tbpr.train.ablation import Ablation, is_main_process, load_grid
 
     grid, grid_file = load_grid(args.grid)
     out = args.out or Path("runs/ablate") / grid_file.stem
@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(to_dict(rv.config), sort_keys=False))
         return 0
     table = ablation.run(args.only)
-    print(table.read_text())
-    print(f"table: {table}")
+    if is_main_process():  # under torchrun the first process writes the table
+        print(table.read_text())
+        print(f"table: {table}")
     return 0
 
 

@@ -333,7 +333,7 @@ class Ablation:
     def _claim(self, rv: ResolvedVariant) -> Iterator[bool]:
         """Whether this job may train ``rv`` now: its folder's lock, held while the block runs. Under
         torchrun the first process takes it and the others follow its answer (they train together)."""
-        lock = try_lock(rv.run_dir / LOCK_FILE) if _is_main_process() else contextlib.nullcontext(True)
+        lock = try_lock(rv.run_dir / LOCK_FILE) if is_main_process() else contextlib.nullcontext(True)
         with lock as held:
             yield dist.main_decides(held)
 
@@ -344,7 +344,7 @@ class Ablation:
             shutil.rmtree(rv.run_dir / "checkpoints", ignore_errors=True)
         if status.state != "evaluate":
             train(rv.config)
-        if not _is_main_process():  # under torchrun every process trains; the first evaluates and writes
+        if not is_main_process():  # under torchrun every process trains; the first evaluates and writes
             return
         cfg = rv.config
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -413,7 +413,7 @@ class Ablation:
 
     def write_table(self) -> Path:
         path = self.out / TABLE_FILE
-        return write_text(path, self.table()) if _is_main_process() else path
+        return write_text(path, self.table()) if is_main_process() else path
 
     def table(self) -> str:
         """The markdown table in the paper's layout: rows = variants, columns = metrics, then the
@@ -514,7 +514,8 @@ def _listed(seeds) -> str:
     return ", ".join(map(str, seeds))
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
+    """Whether this is the first (or only) process of a torchrun job: it takes locks, evaluates, writes."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
