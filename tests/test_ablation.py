@@ -285,7 +285,7 @@ def test_cli_dry_run_only_and_data_shortcut(finished, tmp_path, capsys, synth_ti
     assert main([*argv, "--dry-run", "--seeds", "3", "4"]) == 0
     printed = capsys.readouterr().out
     assert f"{out / 'no-flip' / 'seed-3'}: not started: trains from its first epoch" in printed
-    assert "seed-4" in printed
+    assert "seed-4" in printed and not (out / "no-flip" / "seed-3").exists()  # a dry run creates nothing
     assert yaml.safe_load(printed.split("\n", 2)[2])["data"]["path"] == str(synth_tiny)
     assert main(["ablate", str(grid_file), "--out", str(out), "--only", "nope"]) == 2
     assert main([*argv, "--set", "optim.lr=2e-3"]) == 0
@@ -344,7 +344,7 @@ HOLD_LOCK = (  # another process holding a run folder's lock until it is killed
 
 @pytest.mark.slow
 def test_a_run_another_process_holds_is_skipped_until_that_process_dies(
-    tmp_path, synth_tiny, train_calls, caplog
+    tmp_path, synth_tiny, train_calls, caplog, capsys
 ):
     grid_file = write_grid(tmp_path, synth_tiny)
     out = tmp_path / "out"
@@ -356,6 +356,10 @@ def test_a_run_another_process_holds_is_skipped_until_that_process_dies(
     )
     try:
         assert holder.stdout.readline() == "locked\n"
+        assert main(["ablate", str(grid_file), "--out", str(out), "--dry-run"]) == 0
+        printed = capsys.readouterr().out
+        assert f"# + no flip -> {out / 'no-flip'}: being trained by another process: skipped" in printed
+        assert f"# Baseline -> {out / 'baseline'}: not started" in printed
         with caplog.at_level(logging.INFO, logger="tbpr"):
             ablation(grid_file, out).run()
         assert train_calls == ["baseline"]

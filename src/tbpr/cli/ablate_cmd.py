@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     selected = ablation.select(args.only)
     if args.dry_run:
         for rv in selected:
-            print(f"# {rv.variant.name} -> {rv.run_dir}: {ablation.status(rv).describe()}")
+            print(f"# {rv.variant.name} -> {rv.run_dir}: {ablation.describe(rv)}")
             print(f"# overrides: {shlex.join(rv.overrides)}")
             print(yaml.safe_dump(to_dict(rv.config), sort_keys=False))
         return 0

@@ -37,7 +37,7 @@ import torch
 
 from tbpr.atomic import write_json, write_text
 from tbpr.config import from_dict, load_yaml, to_dict
-from tbpr.crashsafe import try_lock
+from tbpr.crashsafe import held_elsewhere, try_lock
 from tbpr.errors import ConfigError, DataError
 from tbpr.evaluation.bootstrap import (
     LEVEL,
@@ -307,6 +307,12 @@ class Ablation:
             )
             return Status("changed", changed) if changed else Status("resume")
         return Status("new")
+
+    def describe(self, rv: ResolvedVariant) -> str:
+        """What running ``rv`` would do now (for ``--dry-run``); takes no lock."""
+        if held_elsewhere(rv.run_dir / LOCK_FILE):
+            return "being trained by another process: skipped"
+        return self.status(rv).describe()
 
     def run(self, only: list[str] = ()) -> Path:
         """Train and evaluate the selected variants in order, skipping any run another process is
