@@ -378,6 +378,33 @@ def test_a_run_another_process_holds_is_skipped_until_that_process_dies(
 
 
 @pytest.mark.slow
+def test_two_commands_at_once_on_one_folder_train_each_run_once_and_the_last_writes_all(tmp_path, synth_tiny):
+    grid_file = write_grid(tmp_path, synth_tiny)
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tbpr", "ablate", str(grid_file), "--out", str(out), "--seeds", *seeds],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seeds in (["0", "1"], ["1", "2"])  # seed 1 in both
+    ]
+    logs = ""
+    for job in jobs:
+        _, stderr = job.communicate(timeout=300)
+        assert job.returncode == 0, stderr[-3000:]
+        logs += stderr
+    for slug in ("baseline", "no-flip"):  # each run started by one of the two, never by both
+        for seed in (0, 1, 2):
+            assert logs.count(f"({out / slug / f'seed-{seed}'}): not started") == 1, logs[-3000:]
+    table = (out / "table.md").read_text()
+    assert "over seeds 0, 1, 2." in table and "not finished" not in table
+
+
+@pytest.mark.slow
 def test_under_torchrun_every_process_skips_a_run_another_job_holds(tmp_path, synth_tiny):
     grid_file = write_grid(tmp_path, synth_tiny)
     out = tmp_path / "out"
