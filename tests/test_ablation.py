@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -279,7 +284,8 @@ def test_cli_dry_run_only_and_data_shortcut(finished, tmp_path, capsys, synth_ti
     assert "# + no flip" in printed and "finished: not rerun" in printed and "# Baseline" not in printed
     assert main([*argv, "--dry-run", "--seeds", "3", "4"]) == 0
     printed = capsys.readouterr().out
-    assert f"{out / 'no-flip' / 'seed-3'}: not started" in printed and "seed-4" in printed
+    assert f"{out / 'no-flip' / 'seed-3'}: not started: trains from its first epoch" in printed
+    assert "seed-4" in printed and not (out / "no-flip" / "seed-3").exists()  # a dry run creates nothing
     assert yaml.safe_load(printed.split("\n", 2)[2])["data"]["path"] == str(synth_tiny)
     assert main(["ablate", str(grid_file), "--out", str(out), "--only", "nope"]) == 2
     assert main([*argv, "--set", "optim.lr=2e-3"]) == 0
@@ -288,6 +294,139 @@ def test_cli_dry_run_only_and_data_shortcut(finished, tmp_path, capsys, synth_ti
     assert "--set optim.lr=2e-3 --only no-flip" in table
     # the baseline's result no longer matches (--set changed its config too): its row shows '-'
     assert "Rows with '-' have not finished yet." in table
+
+
+def cells(table: str, label: str) -> list[str]:
+    """The cells of the table row whose label is ``label``."""
+    row = next(line for line in table.splitlines() if line.startswith(f"| {label} "))
+    return [c.strip() for c in row.split("|")[2:-1]]
+
+
+@pytest.mark.slow
+def test_seeds_finished_by_separate_commands_share_one_table(tmp_path, synth_tiny, train_calls):
+    grid_file = write_grid(tmp_path, synth_tiny)
+    out = tmp_path / "out"
+    ablation(grid_file, out, seeds=[0]).run()
+    assert "Seed 0." in (out / "table.md").read_text()
+    ablation(grid_file, out, seeds=[1]).run()  # e.g. on a second machine, into the same folder
+    assert train_calls == ["seed-0", "seed-0", "seed-1", "seed-1"]
+    r1 = {
+        (slug, seed): json.loads((out / slug / f"seed-{seed}" / "result.json").read_text())["results"][
+            "tiny"
+        ]["t2i"]["R1"]
+        for slug in ("baseline", "no-flip")
+        for seed in (0, 1)
+    }
+    base, other = [r1["baseline", s] for s in (0, 1)], [r1["no-flip", s] for s in (0, 1)]
+    for seeds, found in (([1], 0), ([0], 1)):  # the second command's table, then the first command's again
+        ablation(grid_file, out, seeds=seeds).run()
+        table = (out / "table.md").read_text()
+        assert cells(table, "Baseline")[0] == f"{np.mean(base):.2f} ± {np.std(base, ddof=1):.2f}"
+        assert cells(table, "+ no flip")[0] == f"{np.mean(other):.2f} ± {np.std(other, ddof=1):.2f}"
+        assert cells(table, "+ no flip")[5].rstrip("*") == f"{np.mean(other) - np.mean(base):+.2f}"
+        assert "over seeds 0, 1." in table and "not finished" not in table
+        assert (
+            f"Runs of seed {found} found finished in this folder are included, though not in this "
+            f"command's `--seeds {seeds[0]}`." in table
+        )
+    assert len(train_calls) == 4  # nothing trained twice
+    (out / "baseline" / "seed-1" / "result.json").unlink()
+    assert (
+        "over its row's seeds: 0 (Baseline); 0, 1 (+ no flip)." in ablation(grid_file, out, seeds=[0]).table()
+    )
+
+
+HOLD_LOCK = (  # another process holding a run folder's lock until it is killed
+    "import fcntl, sys, time; f = open(sys.argv[1], 'ab'); fcntl.flock(f, fcntl.LOCK_EX); "
+    "print('locked', flush=True); time.sleep(600)"
+)
+
+
+@pytest.mark.slow
+def test_a_run_another_process_holds_is_skipped_until_that_process_dies(
+    tmp_path, synth_tiny, train_calls, caplog, capsys
+):
+    grid_file = write_grid(tmp_path, synth_tiny)
+    out = tmp_path / "out"
+    (out / "no-flip").mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out / "no-flip" / A.LOCK_FILE)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        assert main(["ablate", str(grid_file), "--out", str(out), "--dry-run"]) == 0
+        printed = capsys.readouterr().out
+        assert f"# + no flip -> {out / 'no-flip'}: being trained by another process: skipped" in printed
+        assert f"# Baseline -> {out / 'baseline'}: not started" in printed
+        with caplog.at_level(logging.INFO, logger="tbpr"):
+            ablation(grid_file, out).run()
+        assert train_calls == ["baseline"]
+        assert (
+            f"variant '+ no flip' ({out / 'no-flip'}): being trained by another process: skipped"
+            in caplog.text
+        )
+        assert not (out / "no-flip" / "checkpoints").exists()
+        assert set(cells((out / "table.md").read_text(), "+ no flip")) == {"-"}
+    finally:
+        holder.kill()
+        holder.wait()
+    ablation(grid_file, out).run()  # the lock died with its holder
+    assert train_calls == ["baseline", "no-flip"]
+    assert "not finished" not in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_two_commands_at_once_on_one_folder_train_each_run_once_and_the_last_writes_all(tmp_path, synth_tiny):
+    grid_file = write_grid(tmp_path, synth_tiny)
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tbpr", "ablate", str(grid_file), "--out", str(out), "--seeds", *seeds],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seeds in (["0", "1"], ["1", "2"])  # seed 1 in both
+    ]
+    logs = ""
+    for job in jobs:
+        _, stderr = job.communicate(timeout=300)
+        assert job.returncode == 0, stderr[-3000:]
+        logs += stderr
+    for slug in ("baseline", "no-flip"):  # each run started by one of the two, never by both
+        for seed in (0, 1, 2):
+            assert logs.count(f"({out / slug / f'seed-{seed}'}): not started") == 1, logs[-3000:]
+    table = (out / "table.md").read_text()
+    assert "over seeds 0, 1, 2." in table and "not finished" not in table
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_process_skips_a_run_another_job_holds(tmp_path, synth_tiny):
+    grid_file = write_grid(tmp_path, synth_tiny)
+    out = tmp_path / "out"
+    (out / "baseline").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "tbpr", "ablate", str(grid_file), "--out", str(out)]
+    with open(out / "baseline" / A.LOCK_FILE, "ab") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # its own session: a hung job (a rank training what rank 0 skipped) is killed whole
+        job = subprocess.Popen(
+            cmd, env=dict(env, OMP_NUM_THREADS="1"), stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        try:
+            _, stderr = job.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+            pytest.fail("the torchrun job hung: its processes disagreed on the held run")
+    assert job.returncode == 0, stderr[-3000:]
+    assert "being trained by another process" in stderr
+    assert not (out / "baseline" / "checkpoints").exists() and (out / "no-flip" / "result.json").is_file()
 
 
 def test_table_layout_sections_pending_rows_and_several_datasets(tmp_path, synth_tiny, monkeypatch):

@@ -7,6 +7,7 @@ import pytest
 
 from tbpr.cli import main
 from tbpr.generate.images.backend import EditRequest, Failed, Generated, ImageRequest, make_backend
+from tbpr.generate.images.diffusion.backend import P2P
 from tbpr.generate.images.diffusion.tiny import save_tiny_pipeline
 
 PROMPT = "a man in a red shirt and black trousers"
@@ -63,24 +64,27 @@ def test_prompt_to_prompt_edit_and_its_failures(backend, tmp_path):
     assert isinstance(results[3], Failed) and "gone.png" in results[3].reason
 
 
-def test_instruction_edit_with_an_edit_model(models, tmp_path):
-    backend = make_backend("diffusers", str(models[0]), device="cpu", edit_model=str(models[1]))
+def test_an_edit_model_takes_the_instructed_edits_and_inversion_the_others(models, backend, tmp_path):
+    with_model = make_backend("diffusers", str(models[0]), device="cpu", edit_model=str(models[1]))
     source = tmp_path / "src.png"
     backend.generate([request()])[0].image.save(source)
-    results = backend.edit(
-        [
-            EditRequest(
-                source=source,
-                edit={"kind": "weather", "value": "rainy"},
-                seed=3,
-                instruction="make it rain",
-                steps=2,
-            )
-        ]
+    common = dict(source=source, seed=3, steps=2)
+    instructed = EditRequest(**common, edit={"kind": "weather", "value": "rainy"}, instruction="make it rain")
+    swap = EditRequest(  # no instruction, as tbpr generate pairs asks: prompt-to-prompt's word swap
+        **common,
+        edit={"kind": "word_swap", "value": {"old": "red", "new": "blue"}},
+        source_prompt=PROMPT,
+        target_prompt=PROMPT.replace("red", "blue"),
+        inversion={"inner_steps": 1},
     )
-    assert isinstance(results[0], Generated) and results[0].image.size == (32, 64)
-    assert backend.provenance()["settings"]["edit"] == "instructpix2pix"
-    backend.close()
+    results = with_model.edit([swap, instructed, swap])
+    assert all(isinstance(r, Generated) and r.image.size == (32, 64) for r in results)
+    assert [r.info["method"] for r in results] == [P2P, "instructpix2pix", P2P]
+    (alone,) = backend.edit([swap])  # the same edit as a backend without an edit model makes
+    diff = np.abs(np.asarray(alone.image, dtype=int) - np.asarray(results[0].image, dtype=int))
+    assert diff.max() <= 1
+    assert with_model.provenance()["settings"]["edit"] == f"instructpix2pix, {P2P} without an instruction"
+    with_model.close()
 
 
 def test_missing_model_is_one_error_before_any_work(tmp_path):

@@ -3,6 +3,7 @@ rerun, shards and merge, failures with reasons, the person filter) and the backe
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,10 +24,13 @@ from tbpr.data.synthpedes.scene import sample_scene
 from tbpr.data.synthpedes.style import STYLES
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.images.backend import EditRequest, Failed, Generated, ImageRequest, make_backend
+from tbpr.generate.images.edits import METHOD as EDIT_METHOD
+from tbpr.generate.images.edits import edit_work
 from tbpr.generate.images.filters import BasicPersonFilter, make_filter
 from tbpr.generate.images.job import ImageWork, run_image_job
 from tbpr.generate.images.persons import load_vocabulary, sample_identity
 from tbpr.generate.images.renderer import RendererBackend
+from tbpr.generate.images.sheet import CELL, LABEL, MARGIN, cell_label, contact_sheet, label_font
 from tbpr.generate.images.store import accepted_images
 from tbpr.generate.jobs import Shard
 from tbpr.generate.status import merge_stores
@@ -352,6 +356,28 @@ def test_generate_persons_edit_and_status_commands(tmp_path, capsys, caplog):
     missing = ["generate", "edit", "--from", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "y.jsonl")]
     assert main([*missing, "--view", "back"]) == 2
     assert "none.jsonl does not exist" in caplog.text and not (tmp_path / "y.jsonl").exists()
+
+
+def test_the_contact_sheet_labels_an_edit_by_its_kind_and_value_within_the_cell(tmp_path):
+    source, edits = tmp_path / "p.jsonl", tmp_path / "e.jsonl"
+    run(source, persons(count=1, per_item=1))
+    wanted = {"picture_style": ["painting"], "posture": ["running"]}
+    run_image_job(edits, RendererBackend(), edit_work(source, wanted), EDIT_METHOD)
+    font = label_font()
+    records = [rec for rec, _ in accepted_images(edits)]
+    assert [r.extra["edit"] for r in records] == [
+        {"kind": "picture_style", "value": "painting"},
+        {"kind": "posture", "value": "running"},
+    ]
+    labels = [cell_label(rec, font) for rec in records]
+    assert labels == ["picture_style:\npainting", "posture: running"]  # too wide: broken after the kind
+    (rec, _), width = next(accepted_images(source)), CELL[0] - 2 * MARGIN
+    assert cell_label(rec, font) == rec.key  # not an edit: its key
+    long = dataclasses.replace(rec, key="123456789012345678:0")
+    assert cell_label(long, font).startswith("123") and cell_label(long, font).endswith("678:0")
+    for label in [*labels, cell_label(long, font)]:
+        assert all(font.getlength(line) <= width for line in label.split("\n"))
+    assert contact_sheet(edits).size == (2 * CELL[0], CELL[1] + LABEL)
 
 
 @pytest.mark.parametrize("action", ["persons", "edit", "status"])

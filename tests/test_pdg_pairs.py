@@ -28,6 +28,8 @@ from tbpr.generate.images.pdg.job import METHOD, PairSettings, make_pairs, pair_
 from tbpr.generate.images.pdg.plan import Source, plan_pairs, training_sources
 from tbpr.generate.images.pdg.synthpedes_truth import RENDERABLE_NAMES, SynthPedesTruth
 from tbpr.generate.images.renderer import RendererBackend
+from tbpr.generate.images.sheet import CELL, MARGIN, cell_label, edit_text, label_font
+from tbpr.generate.images.store import accepted_images, request_fields
 from tbpr.train import load_config
 from tbpr.train.engine import Trainer
 
@@ -180,12 +182,32 @@ def test_an_inversion_backend_gets_the_prompts_the_word_swap_and_the_settings(sw
     )
 
 
+def test_the_contact_sheet_labels_a_pair_by_its_colour_change(pairs_store, swapper):
+    font, width = label_font(), CELL[0] - 2 * MARGIN
+    rec, _ = next(accepted_images(pairs_store[0]))  # the renderer's edit: {"kind": "attributes", ...}
+    ((attribute, colour),) = rec.extra["edit"]["value"].items()
+    assert edit_text(rec.extra["edit"]) == f"attributes: {attribute}={colour}"
+    head, line = cell_label(rec, font).split("\n")
+    assert head == "attributes:" and line.endswith(colour) and font.getlength(line) <= width
+    plan = plan_pairs(SOURCES, 20, swapper)
+    work, _ = pair_work(plan, Path("/data/imgs"), "diffusers", PairSettings())
+    edit = request_fields(work[0].request)["edit"]  # what the job records for an inversion backend
+    swap = plan.pairs[0].edit
+    assert edit_text(edit) == f"word_swap: {swap.old} -> {swap.new}"
+
+
 def test_bad_inversion_settings_are_one_clear_error(tmp_path, caplog):
     assert (
         main(["generate", "pairs", str(tmp_path), "--out", str(tmp_path / "p.jsonl"), "--edit-model", "x"])
         == 2
     )
     assert "--edit-model (instruction editing) does not apply" in caplog.text
+    caplog.clear()
+    assert (
+        main(["generate", "persons", "--out", str(tmp_path / "q.jsonl"), "--count", "1", "--edit-model", "x"])
+        == 2
+    )
+    assert "generate persons draws new persons" in caplog.text and not (tmp_path / "q.jsonl").exists()
     with pytest.raises(ConfigError, match=r"--cross-share 1.5: expected a share of the steps in \[0, 1\]"):
         PairSettings(cross_share=1.5)
 

@@ -2,6 +2,7 @@
 
 - ``exclusive_lock``: an advisory ``flock`` held for a whole job; a second writer is refused at once with
   a clear message (the lock dies with its process, so a killed writer never leaves it stuck).
+  ``try_lock`` is the same lock for a caller that skips the busy item instead; ``held_elsewhere`` looks.
 - ``drop_torn_tail``: a process killed while appending a line leaves at most one line without its
   newline; cutting the file after its last newline lets readers and the next append carry on.
 - ``kill_point``: a named step of a multi-step switch where tests deliver a real signal to the process
@@ -27,15 +28,38 @@ SIGNAL_AT_ENV = "TBPR_SIGNAL_AT"
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | Path, busy: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing); ``ConfigError(busy)`` if another process has it."""
+def try_lock(path: str | Path) -> Iterator[bool]:
+    """Try to hold an exclusive lock on ``path`` (created if missing) without waiting; yields whether this
+    process holds it (False: another process does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(busy) from None
+            yield False
+            return
+        yield True
+
+
+def held_elsewhere(path: str | Path) -> bool:
+    """Whether another process holds ``path``'s lock now; creates nothing and keeps nothing."""
+    if not Path(path).is_file():
+        return False
+    with open(path, "rb") as fh:  # closing releases a lock this call took
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing); ``ConfigError(busy)`` if another process has it."""
+    with try_lock(path) as held:
+        if not held:
+            raise ConfigError(busy)
         yield
 
 

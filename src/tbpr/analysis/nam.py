@@ -72,7 +72,7 @@ def nam_noise_table(run: Path, data: Path) -> list[dict]:
     mentions = _caption_mentions(data)
     rows = []
     for dump_path in dumps:
-        dump = torch.load(dump_path)
+        dump = torch.load(dump_path, weights_only=True)
         probs = dump["probs"].float()
         tokenizer = Tokenizer(probs.shape[1])
         values: dict[str, list[torch.Tensor]] = {k: [] for k in KINDS}

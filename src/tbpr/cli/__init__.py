@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 
 from tbpr import __version__
 from tbpr.errors import TbprError
@@ -40,12 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tbpr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="load checkpoints that hold pickled Python objects (older tbpr versions); such a file can run "
-        "code when loaded, so use this only for files from a source you trust (= TBPR_TRUST_CHECKPOINT=1)",
-    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -61,10 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     logging.getLogger("tbpr").setLevel(level)
-    if args.trust_checkpoint:
-        from tbpr.models.checkpoint import TRUST_ENV
-
-        os.environ[TRUST_ENV] = "1"
     try:
         return int(args.func(args) or 0)
     except TbprError as err:  # user errors: one clear line, no traceback

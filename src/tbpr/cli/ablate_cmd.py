@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "plus the change in Rank-1 and mAP from the first row with its 95% paired-bootstrap interval over "
         "the test queries; '*' marks a change whose interval excludes 0). Resumable: finished variants are "
         "not rerun, an interrupted one resumes from its checkpoint, one whose config changed is retrained. "
+        "Several processes may share one OUT (e.g. different --seeds or --only on two machines): each run "
+        "folder is locked while it trains, a run another process is training is skipped, and the table "
+        "is built from every run finished in OUT, so whichever process writes it last writes it whole. "
         "Shipped grids mirror "
         "TBPS-CLIP's Tables 1-5: table1-tricks ... table5-losses (GPU, paper settings) and their "
         "-small versions (CPU, SynthPedes).",
@@ -36,15 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="train every variant once per seed (config key seed=S, run folder OUT/<variant>/seed-S/); "
         "the table shows mean ± standard deviation over the seeds, and the intervals pair the test "
-        "queries with each row's per-query scores averaged over its seeds (default: one run per "
-        "variant with the recipe's seed, in OUT/<variant>/)",
+        "queries with each row's per-query scores averaged over its seeds. A row waits until all these "
+        "seeds have finished; then it also covers any other seed finished in OUT/<variant>/ (e.g. by "
+        "another command's --seeds), and the table says which seeds each row covers (default: one run "
+        "per variant with the recipe's seed, in OUT/<variant>/)",
     )
     p.add_argument(
         "--only",
         action="append",
         default=[],
         metavar="NAME",
-        help="run only this variant (its row label or folder name; repeatable); the table keeps every row",
+        help="run only this variant (its row label or folder name; repeatable); the table keeps every "
+        "row, with the results other commands finished in OUT",
     )
     p.add_argument(
         "--dry-run",
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from tbpr.config import to_dict
-    from tbpr.train.ablation import Ablation, load_grid
+    from tbpr.train.ablation import Ablation, is_main_process, load_grid
 
     grid, grid_file = load_grid(args.grid)
     out = args.out or Path("runs/ablate") / grid_file.stem
@@ -67,13 +73,14 @@ def run(args: argparse.Namespace) -> int:
     selected = ablation.select(args.only)
     if args.dry_run:
         for rv in selected:
-            print(f"# {rv.variant.name} -> {rv.run_dir}: {ablation.status(rv).describe()}")
+            print(f"# {rv.variant.name} -> {rv.run_dir}: {ablation.describe(rv)}")
             print(f"# overrides: {shlex.join(rv.overrides)}")
             print(yaml.safe_dump(to_dict(rv.config), sort_keys=False))
         return 0
     table = ablation.run(args.only)
-    print(table.read_text())
-    print(f"table: {table}")
+    if is_main_process():  # under torchrun the first process writes the table
+        print(table.read_text())
+        print(f"table: {table}")
     return 0
 
 

@@ -30,8 +30,10 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--edit-model",
         metavar="NAME",
-        help="diffusers: an InstructPix2Pix model that edits by instruction (default: none; edits then use "
-        "null-text inversion + prompt-to-prompt on the source and target prompts)",
+        help="diffusers: an InstructPix2Pix model for the edits that have an instruction (every edit of "
+        "`tbpr generate edit` has one; `pairs` and `persons` refuse this option); edits without one, and all edits when "
+        "it is not given, use null-text inversion + prompt-to-prompt on the source and target prompts "
+        "(default: none)",
     )
     add_device_option(p)
     p.add_argument("--workers", type=int, default=1, help="synthpedes: render processes (default: 1)")
@@ -123,8 +125,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "status",
         help="counts, failures with reasons and a contact sheet of a generation store",
         description="Report what STORE holds per method (tries accepted, rejected by the person filter, "
-        "failed, with reasons) and write summary.json and contact_sheet.png (the first 32 accepted images) "
-        "to --out.",
+        "failed, with reasons) and write summary.json and contact_sheet.png (the first 32 accepted images, "
+        'each labelled with its edit, e.g. "posture: running", or else its key) to --out.',
     )
     s.add_argument("store", metavar="STORE", help="generation store (.jsonl)")
     s.add_argument("--out", metavar="DIR", help="folder for the files (default: STORE.status/ beside it)")
@@ -215,14 +217,9 @@ def _register_pairs(actions: argparse._SubParsersAction) -> None:
 
 
 def _pairs(args: argparse.Namespace) -> int:
-    from tbpr.errors import ConfigError
     from tbpr.generate.images.pdg.job import PairSettings, make_pairs
 
-    if args.edit_model:
-        raise ConfigError(
-            "tbpr generate pairs edits by null-text inversion + prompt-to-prompt word swap; --edit-model "
-            "(instruction editing) does not apply: leave it out"
-        )
+    _refuse_edit_model(args, "pairs", "edits by null-text inversion + prompt-to-prompt word swap")
     shard, check, backend = _open_job(args)
     settings = PairSettings(args.steps, args.guidance, args.inner_steps, args.cross_share, args.self_share)
     summary, _, _ = make_pairs(
@@ -242,9 +239,20 @@ def _pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_edit_model(args: argparse.Namespace, command: str, what: str) -> None:
+    """One clear error when --edit-model is given to a command that would load it and never use it."""
+    from tbpr.errors import ConfigError
+
+    if args.edit_model:
+        raise ConfigError(
+            f"tbpr generate {command} {what}; --edit-model (instruction editing) does not apply: leave it out"
+        )
+
+
 def _persons(args: argparse.Namespace) -> int:
     from tbpr.generate.images.persons import METHOD, load_vocabulary, person_work
 
+    _refuse_edit_model(args, "persons", "draws new persons from text prompts and edits none")
     vocab = load_vocabulary(args.vocabulary)
     work = person_work(
         vocab,

@@ -1,29 +1,37 @@
 """Saving and loading tbpr model weights together with the config that builds them.
 
 Checkpoints hold only tensors and plain data (dicts, lists, strings, numbers), so they are read with
-``torch.load(weights_only=True)``: a file that needs more (a pickled object, which can run code) is refused
-unless the user trusts it explicitly (``tbpr --trust-checkpoint`` or ``TBPR_TRUST_CHECKPOINT=1``).
+``torch.load(weights_only=True)``. Checkpoints of older tbpr versions also hold numpy arrays and scalars (the
+numpy RNG state): those load through an allow-list of numpy's array and scalar constructors, which build data
+and run no other code. Anything else pickled (an object that can run code when loaded) is refused: tbpr never
+unpickles a checkpoint in full.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
+from numpy._core.multiarray import _reconstruct, scalar
 
 from tbpr.atomic import atomic_write
 from tbpr.config import from_dict, to_dict
 from tbpr.errors import ConfigError
 from tbpr.models.dual_encoder import DualEncoder, ModelConfig
 
-log = logging.getLogger(__name__)
-
-TRUST_ENV = "TBPR_TRUST_CHECKPOINT"
-TRUST_HINT = f"tbpr --trust-checkpoint COMMAND ... (or {TRUST_ENV}=1)"
+# numpy arrays and scalars as pickle writes them: the array constructor, the array and dtype classes, and the
+# dtype classes of bool and the fixed-width numbers (older tbpr checkpoints hold the numpy RNG state)
+NUMPY_DATA_GLOBALS = [
+    _reconstruct,
+    scalar,
+    np.ndarray,
+    np.dtype,
+    *(type(np.dtype(code)) for code in "?bhilqBHILQefdg"),
+]
+_ALLOWED_NAMES = {f"{g.__module__}.{g.__qualname__}" for g in NUMPY_DATA_GLOBALS}
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -39,32 +47,26 @@ def save_model(model: DualEncoder, path: Path) -> None:
     atomic_torch_save(model_payload(model), path)
 
 
-def trusted() -> bool:
-    """Whether the user allowed checkpoints that need full (code-running) unpickling."""
-    return os.environ.get(TRUST_ENV, "") == "1"
-
-
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", trust: bool | None = None) -> dict:
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """The payload of a tbpr checkpoint, read without running code from the file.
 
-    A file that needs unsafe unpickling is refused (ConfigError naming the trust flag) unless ``trust``
-    (default: ``TBPR_TRUST_CHECKPOINT=1``); a missing, truncated or corrupt file is a ConfigError too.
+    A file that holds pickled objects other than tensors, plain data and numpy arrays is refused, like a
+    missing, truncated or corrupt file, with a ConfigError.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(NUMPY_DATA_GLOBALS):
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights_only" not in str(err) and "Weights only" not in str(err):
             raise _corrupt(path, err) from err
-        if not (trusted() if trust is None else trust):
-            raise ConfigError(
-                f"{path} holds pickled Python objects, which can run code when loaded (written by an older "
-                f"tbpr, or tampered with); if you trust its source, load it with {TRUST_HINT}"
-            ) from None
-        log.warning("loading %s with full unpickling (trusted by the user)", path)
-        payload = _load_unsafe(path, map_location)
+        raise ConfigError(
+            f"{path} holds pickled Python objects ({_unsafe_globals(path)}), which can run code when loaded, "
+            "so tbpr does not load it: tbpr writes tensors and plain data only, so this file was not written "
+            "by tbpr or was altered; train again, or use a checkpoint from a source you trust"
+        ) from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
         raise _corrupt(path, err) from err
     if not isinstance(payload, dict):
@@ -72,11 +74,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", trust:
     return payload
 
 
-def _load_unsafe(path: Path, map_location) -> dict:
+def _unsafe_globals(path: Path) -> str:
+    """The names the file would import (for the error message), or a placeholder if they cannot be listed."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, pickle.UnpicklingError) as err:
-        raise _corrupt(path, err) from err
+        names = [
+            g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in _ALLOWED_NAMES
+        ]
+    except Exception:  # noqa: BLE001 - only the message needs them; the refusal stands either way
+        return "objects torch does not allow"
+    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
 
 
 def _corrupt(path: Path, err: Exception) -> ConfigError:
@@ -112,8 +118,6 @@ def rebuild_config(recorded: dict) -> ModelConfig:
     return from_dict(ModelConfig, cfg, "model_config")
 
 
-def load_model(
-    path: Path, map_location: str | torch.device = "cpu", trust: bool | None = None
-) -> DualEncoder:
+def load_model(path: Path, map_location: str | torch.device = "cpu") -> DualEncoder:
     """Rebuild a DualEncoder from a tbpr checkpoint (a file written by ``save_model`` or training)."""
-    return model_from_payload(load_checkpoint(path, map_location, trust), Path(path))
+    return model_from_payload(load_checkpoint(path, map_location), Path(path))

@@ -7,7 +7,13 @@ engine, evaluates its 'best' checkpoint (chosen on the validation split) on the 
 ``result.json`` and the per-query scores (``per_query.npz``) into the run folder and rewrites
 ``OUT/table.md`` after every run. It is resumable: a run whose result matches its current config is not
 rerun, an interrupted one resumes from its own ``checkpoints/last.pt``, and one whose config changed
-since is retrained from scratch.
+since is retrained from its first epoch.
+
+Several processes may share one ``OUT`` (e.g. different ``--seeds`` or ``--only`` on two machines): a
+process trains a run only while it holds the run folder's lock (``.lock``, an ``flock`` that dies with
+its process) and skips a run another process holds, and the table is built from what has finished on
+disk, so whichever process writes it last writes it whole: a row's cells cover every seed finished in
+its folder, also seeds outside this process's ``--seeds`` (the table names them).
 
 The table shows each metric's mean (and standard deviation over seeds), and for Rank-1 and mAP the
 difference from the first row with its 95% paired-bootstrap interval over the test queries
@@ -16,11 +22,13 @@ difference from the first row with its 95% paired-bootstrap interval over the te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +37,7 @@ import torch
 
 from tbpr.atomic import write_json, write_text
 from tbpr.config import from_dict, load_yaml, to_dict
+from tbpr.crashsafe import held_elsewhere, try_lock
 from tbpr.errors import ConfigError, DataError
 from tbpr.evaluation.bootstrap import (
     LEVEL,
@@ -40,6 +49,7 @@ from tbpr.evaluation.bootstrap import (
     split_per_query,
 )
 from tbpr.evaluation.run_eval import evaluate_run, load_run
+from tbpr.train import distributed as dist
 from tbpr.train.config import RECIPE_DIR, TrainConfig, config_differences, load_config
 from tbpr.train.engine import train
 from tbpr.train.resume import NEUTRAL_KEYS
@@ -52,8 +62,10 @@ DIRECTIONS = {"t2i": "text-to-image", "i2t": "image-to-text"}
 RESULT_FILE = "result.json"
 COMPARED = ("R1", "mAP")  # the metrics whose difference from the first row gets an interval
 TABLE_FILE = "table.md"
+LOCK_FILE = ".lock"  # in a run folder: held (flock) by the process training the run
 SPLIT, CHECKPOINT = "test", "best"
 _SLUG = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_SEED_DIR = re.compile(r"seed-(-?[0-9]+)")
 
 
 @dataclass
@@ -197,8 +209,8 @@ class Status:
             "done": "finished: not rerun",
             "evaluate": "trained: evaluated again (its test datasets changed or its per-query scores are missing)",
             "resume": "interrupted: resumes from its checkpoint",
-            "new": "not started: trains from scratch",
-            "changed": f"config changed since its run ({', '.join(self.changed)}): retrains from scratch",
+            "new": "not started: trains from its first epoch",
+            "changed": f"config changed since its run ({', '.join(self.changed)}): retrains from its first epoch",
         }[self.state]
 
 
@@ -232,22 +244,26 @@ class Ablation:
 
     def _resolve(self, extra: list[str]) -> list[ResolvedVariant]:
         """One entry per variant and seed, the seeds of a variant next to each other."""
-        resolved, stacked = [], []
+        resolved, stacked, self._overrides = [], [], {}
         for v in self.grid.variants:
             own = v.overrides
             if self.grid.cumulative:
                 own = stacked = [*stacked, *v.overrides]
-            for seed in self.seeds or [None]:
-                overrides = [*self.grid.overrides, *own, *extra] + ([] if seed is None else [f"seed={seed}"])
-                try:
-                    cfg = load_config(v.base or self.grid.base, overrides)
-                except ConfigError as err:
-                    raise ConfigError(f"{self.grid_file}: variant {v.name!r}: {err}") from err
-                run_dir = self.out / v.slug
-                cfg.output_dir = str(run_dir if seed is None else run_dir / f"seed-{seed}")
-                datasets = list(self.grid.eval_data) or [cfg.data.path]
-                resolved.append(ResolvedVariant(v, overrides, cfg, datasets, seed))
+            self._overrides[v.slug] = [*self.grid.overrides, *own, *extra]
+            resolved += [self.run_of(v, seed) for seed in self.seeds or [None]]
         return resolved
+
+    def run_of(self, v: Variant, seed: int | None) -> ResolvedVariant:
+        """Variant ``v``'s run with ``seed`` (None: the recipe's seed, in ``OUT/<slug>/``)."""
+        overrides = self._overrides[v.slug] + ([] if seed is None else [f"seed={seed}"])
+        try:
+            cfg = load_config(v.base or self.grid.base, overrides)
+        except ConfigError as err:
+            raise ConfigError(f"{self.grid_file}: variant {v.name!r}: {err}") from err
+        run_dir = self.out / v.slug
+        cfg.output_dir = str(run_dir if seed is None else run_dir / f"seed-{seed}")
+        datasets = list(self.grid.eval_data) or [cfg.data.path]
+        return ResolvedVariant(v, overrides, cfg, datasets, seed)
 
     def rows(self) -> list[list[ResolvedVariant]]:
         """The runs grouped by variant (table row), in the grid's order."""
@@ -292,16 +308,40 @@ class Ablation:
             return Status("changed", changed) if changed else Status("resume")
         return Status("new")
 
+    def describe(self, rv: ResolvedVariant) -> str:
+        """What running ``rv`` would do now (for ``--dry-run``); takes no lock."""
+        if held_elsewhere(rv.run_dir / LOCK_FILE):
+            return "being trained by another process: skipped"
+        return self.status(rv).describe()
+
     def run(self, only: list[str] = ()) -> Path:
-        """Train and evaluate the selected variants in order; returns the table's path."""
+        """Train and evaluate the selected variants in order, skipping any run another process is
+        training; returns the table's path."""
         for rv in self.select(only):
-            status = self.status(rv)
-            level = logging.WARNING if status.state == "changed" else logging.INFO
-            log.log(level, "variant %r (%s): %s", rv.variant.name, rv.run_dir, status.describe())
-            if status.state != "done":
-                self._run_variant(rv, status)
-                self.write_table()
+            with self._claim(rv) as mine:
+                if not mine:
+                    log.info(
+                        "variant %r (%s): being trained by another process: skipped",
+                        rv.variant.name,
+                        rv.run_dir,
+                    )
+                    continue
+                status = self.status(rv)  # under the lock: another process may have finished it meanwhile
+                level = logging.WARNING if status.state == "changed" else logging.INFO
+                log.log(level, "variant %r (%s): %s", rv.variant.name, rv.run_dir, status.describe())
+                if status.state != "done":
+                    self._run_variant(rv, status)
+                    self.write_table()
+        dist.cleanup()
         return self.write_table()
+
+    @contextlib.contextmanager
+    def _claim(self, rv: ResolvedVariant) -> Iterator[bool]:
+        """Whether this job may train ``rv`` now: its folder's lock, held while the block runs. Under
+        torchrun the first process takes it and the others follow its answer (they train together)."""
+        lock = try_lock(rv.run_dir / LOCK_FILE) if is_main_process() else contextlib.nullcontext(True)
+        with lock as held:
+            yield dist.main_decides(held)
 
     def _run_variant(self, rv: ResolvedVariant, status: Status) -> None:
         if status.state == "changed":  # stale result and checkpoints must not count or be resumed
@@ -310,7 +350,7 @@ class Ablation:
             shutil.rmtree(rv.run_dir / "checkpoints", ignore_errors=True)
         if status.state != "evaluate":
             train(rv.config)
-        if not _is_main_process():  # under torchrun every process trains; the first evaluates and writes
+        if not is_main_process():  # under torchrun every process trains; the first evaluates and writes
             return
         cfg = rv.config
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -345,6 +385,29 @@ class Ablation:
             return None
         return _read_result(rv.run_dir / RESULT_FILE)["results"]
 
+    def table_runs(self, requested: list[ResolvedVariant]) -> list[tuple[ResolvedVariant, dict]] | None:
+        """A row's finished runs and their metrics, by seed: None until each run of ``requested`` has
+        finished; then also every other seed finished in the row's folder (e.g. by another ``--seeds``)."""
+        results = [self.finished_results(rv) for rv in requested]
+        if any(r is None for r in results):
+            return None
+        runs = list(zip(requested, results))
+        for seed in self._other_seeds(requested[0].variant):
+            rv = self.run_of(requested[0].variant, seed)
+            if (result := self.finished_results(rv)) is not None:
+                runs.append((rv, result))
+        return sorted(runs, key=lambda run: run[0].seed or 0)
+
+    def _other_seeds(self, variant: Variant) -> list[int]:
+        """Seeds outside ``--seeds`` with a result in the variant's folder (none without ``--seeds``)."""
+        if not self.seeds:
+            return []
+        found = (
+            _SEED_DIR.fullmatch(p.parent.name)
+            for p in (self.out / variant.slug).glob(f"seed-*/{RESULT_FILE}")
+        )
+        return sorted({int(m[1]) for m in found if m} - set(self.seeds))
+
     def query_scores(self, runs: list[ResolvedVariant], dataset: str, metric: str) -> np.ndarray | None:
         """A row's per-query ``metric`` (percent), averaged over its seeds; None unless every seed has one."""
         scores = [
@@ -356,7 +419,7 @@ class Ablation:
 
     def write_table(self) -> Path:
         path = self.out / TABLE_FILE
-        return write_text(path, self.table()) if _is_main_process() else path
+        return write_text(path, self.table()) if is_main_process() else path
 
     def table(self) -> str:
         """The markdown table in the paper's layout: rows = variants, columns = metrics, then the
@@ -372,14 +435,17 @@ class Ablation:
         header = ["Methods"]
         header += [heading(n, label[m]) for n in names for m in grid.metrics]
         header += [heading(n, text) for n in names for m in COMPARED for text in (f"Δ{label[m]}", ci)]
-        rows, reference, pending = [], None, False
-        for runs in self.rows():
-            variant = runs[0].variant
+        rows, reference, pending, row_seeds = [], None, False, {}
+        for requested in self.rows():
+            variant = requested[0].variant
             if variant.section:
                 rows.append([f"*{variant.section}*"] + [""] * (len(header) - 1))
-            results = [self.finished_results(rv) for rv in runs]
-            done = all(r is not None for r in results)
+            finished = self.table_runs(requested)
+            done = finished is not None
             pending |= not done
+            runs, results = [rv for rv, _ in finished or []], [r for _, r in finished or []]
+            if done:
+                row_seeds[variant.name] = [rv.seed for rv in runs]
             values = {
                 (n, m): [r[n][grid.direction][m] for r in results]
                 if done and all(n in r for r in results)
@@ -405,11 +471,7 @@ class Ablation:
         own = sorted({v.base for v in grid.variants if v.base})
         own_bases = f" (some rows start from {', '.join(f'`{b}`' for b in own)})" if own else ""
         data = ", ".join(f"`{d}`" for d in dict.fromkeys(d for rv in self.variants for d in rv.datasets))
-        seeds = (
-            f" Each cell is the mean ± standard deviation (n - 1) over seeds {', '.join(map(str, self.seeds))}."
-            if len(self.seeds) > 1
-            else (f" Seed {self.seeds[0]}." if self.seeds else "")
-        )
+        seeds = self._seeds_text(row_seeds)
         lines.append(
             f"Base recipe `{grid.base}`{own_bases}; {DIRECTIONS[grid.direction]} retrieval on the {SPLIT} split of "
             f"{data}, with each run's 'best' checkpoint (chosen on the validation split; the final model "
@@ -420,15 +482,46 @@ class Ablation:
         )
         lines += ["", *_markdown_rows(header, rows), ""]
         if pending:
-            lines += ["Rows with '-' have not finished yet" + (" (every seed)." if self.seeds else "."), ""]
+            every = " (a row waits for every seed of `--seeds`)." if self.seeds else "."
+            lines += ["Rows with '-' have not finished yet" + every, ""]
         lines += [f"- {note}" for note in grid.notes]
         lines += [""] if grid.notes else []
         if self.command:
             lines += ["Produced by:", "", "```", self.command, "```", ""]
         return "\n".join(lines)
 
+    def _seeds_text(self, row_seeds: dict[str, list[int]]) -> str:
+        """The seeds the cells cover (each row's, where rows differ), and any found beyond ``--seeds``."""
+        if not self.seeds:
+            return ""
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for name, seeds in row_seeds.items():
+            groups.setdefault(tuple(seeds), []).append(name)
+        mean_std = " Each cell is the mean ± standard deviation (n - 1) over"
+        if len(groups) > 1:
+            text = (
+                f"{mean_std} its row's seeds: "
+                + "; ".join(f"{_listed(s)} ({', '.join(n)})" for s, n in groups.items())
+                + "."
+            )
+        else:
+            seeds = next(iter(groups), tuple(self.seeds))
+            text = f"{mean_std} seeds {_listed(seeds)}." if len(seeds) > 1 else f" Seed {seeds[0]}."
+        extra = sorted({s for seeds in groups for s in seeds} - set(self.seeds))
+        if extra:
+            text += (
+                f" Runs of seed{'s' * (len(extra) > 1)} {_listed(extra)} found finished in this folder are "
+                f"included, though not in this command's `--seeds {' '.join(map(str, self.seeds))}`."
+            )
+        return text
 
-def _is_main_process() -> bool:
+
+def _listed(seeds) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def is_main_process() -> bool:
+    """Whether this is the first (or only) process of a torchrun job: it takes locks, evaluates, writes."""
     return int(os.environ.get("RANK", "0")) == 0
 
 

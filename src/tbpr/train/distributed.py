@@ -96,6 +96,14 @@ def all_gather_no_grad(tensor: Tensor) -> Tensor:
     return torch.cat(parts, dim=0)
 
 
+def main_decides(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank (joining torchrun's process group first); ``flag`` in a world of one."""
+    info = init_distributed()
+    if world_size() == 1:
+        return flag
+    return bool(all_gather_no_grad(torch.tensor([int(flag)], device=info.device))[0])
+
+
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if _is_active():

@@ -2,11 +2,11 @@
 
 ``generate``: batched text-to-image, requests grouped by size, steps, guidance and negative prompt, one
 seeded generator per image. ``edit``: InstructPix2Pix on the request's ``instruction`` when the backend
-has an ``edit_model``; otherwise null-text inversion of the source image with ``source_prompt`` and a
-prompt-to-prompt edit to ``target_prompt`` (a word swap of the same token count, or a refinement that adds
-words after the source prompt's). A request that
-cannot be served (a size the UNet cannot take, an unreadable source, prompts prompt-to-prompt cannot align, out of memory)
-is a ``Failed`` with the reason; a failing batch is retried one request at a time.
+has an ``edit_model`` and the request an instruction; otherwise null-text inversion of the source image
+with ``source_prompt`` and a prompt-to-prompt edit to ``target_prompt`` (a word swap of the same token
+count, or a refinement that adds words after the source prompt's). A request that cannot be served (a
+size the UNet cannot take, an unreadable source, prompts prompt-to-prompt cannot align, out of memory) is
+a ``Failed`` with the reason; a failing batch is retried one request at a time.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from tbpr.generate.images.diffusion.sampling import latent_shape, text_to_image
 log = logging.getLogger(__name__)
 
 P2P_KEYS = ("cross_share", "self_share")  # EditRequest.inversion keys besides NullTextSettings' fields
+P2P = "null-text inversion + prompt-to-prompt"
 
 
 class DiffusersBackend:
@@ -64,7 +65,7 @@ class DiffusersBackend:
             "dtype": str(self.pipe.unet.dtype).removeprefix("torch."),
             "scheduler": "DDIM, eta 0",
             "edit_model": self.edit_model,
-            "edit": "instructpix2pix" if self.instruct else "null-text inversion + prompt-to-prompt",
+            "edit": f"instructpix2pix, {P2P} without an instruction" if self.instruct else P2P,
             "image_guidance": self.image_guidance if self.instruct else None,
             "diffusers": diffusers.__version__,
         }
@@ -91,9 +92,14 @@ class DiffusersBackend:
         return _grouped(requests, key, run, lambda r: self._size_problem(r.height, r.width))
 
     def edit(self, requests: list[EditRequest]) -> list[Result]:
-        if self.instruct is not None:
-            return _grouped(requests, lambda r: (r.steps, r.guidance), self._instruct, _instruct_problem)
-        return _grouped(requests, lambda r: id(r), self._p2p, self._p2p_problem)
+        """Instructed requests (``_instructed``) in InstructPix2Pix batches of one steps and guidance; the
+        others one at a time by null-text inversion + prompt-to-prompt."""
+        return _grouped(
+            requests,
+            lambda r: (r.steps, r.guidance) if self._instructed(r) else id(r),
+            lambda group: (self._instruct if self._instructed(group[0]) else self._p2p)(group),
+            lambda r: None if self._instructed(r) else self._p2p_problem(r),
+        )
 
     def close(self) -> None:
         self.pipe = self.instruct = None
@@ -106,6 +112,10 @@ class DiffusersBackend:
         except ValueError as err:
             return str(err)
         return None
+
+    def _instructed(self, r: EditRequest) -> bool:
+        """Whether ``r`` goes to the edit model: there is one and ``r`` has an instruction."""
+        return self.instruct is not None and bool(r.instruction)
 
     def _instruct(self, group: list[EditRequest]) -> list[Result]:
         images = [_read(r.source) for r in group]
@@ -129,7 +139,8 @@ class DiffusersBackend:
         try:
             token_alignment(self.pipe, r.source_prompt, r.target_prompt)
         except ConfigError as err:
-            return f"{err} (or give the backend an --edit-model for instruction editing)"
+            hint = " (or give the backend an --edit-model for instruction editing)" if r.instruction else ""
+            return f"{err}{hint}"
         unknown = set(r.inversion) - set(P2P_KEYS) - set(NullTextSettings.__dataclass_fields__)
         if unknown:
             return f"inversion settings {sorted(unknown)} unknown; use {sorted([*P2P_KEYS, *NullTextSettings.__dataclass_fields__])}"
@@ -156,16 +167,12 @@ class DiffusersBackend:
             **shares,
         )
         info = {
-            "method": "null-text inversion + prompt-to-prompt",
+            "method": P2P,
             "inversion": {**vars(settings), "updates": inv.inner_steps_used, "final_loss": max(inv.losses)},
             "cross_share": shares.get("cross_share", 0.8),
             "self_share": shares.get("self_share", 0.4),
         }
         return [Generated(out.images[1], info)]
-
-
-def _instruct_problem(r: EditRequest) -> str | None:
-    return None if r.instruction else "instruction editing needs an instruction"
 
 
 def _read(path: Path) -> Image.Image:

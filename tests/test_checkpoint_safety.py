@@ -1,14 +1,17 @@
-"""Checkpoints are read without unpickling code: planted payloads do not run, bad files give one line."""
+"""Checkpoints are read without unpickling code: planted payloads do not run, older checkpoints with numpy
+RNG state still load, bad files give one line."""
 
 import logging
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from tbpr.cli import main
-from tbpr.models.checkpoint import TRUST_ENV, load_checkpoint
+from tbpr.models.checkpoint import load_checkpoint
+from tbpr.train.reproducible import set_rng_state
 
 
 class Payload:
@@ -22,8 +25,7 @@ class Payload:
 
 
 @pytest.fixture
-def run_copy(tmp_path, tiny_run, monkeypatch):
-    monkeypatch.setenv(TRUST_ENV, "0")  # restored after the test, also when main() sets it
+def run_copy(tmp_path, tiny_run):
     return shutil.copytree(tiny_run, tmp_path / "run")
 
 
@@ -51,24 +53,38 @@ def test_training_writes_checkpoints_that_load_weights_only(tiny_run, name):
 
 
 @pytest.mark.parametrize("command", ["eval", "index", "init-from", "resume"])
-def test_a_pickled_payload_does_not_run_without_the_trust_flag(
-    run_copy, synth_tiny, tmp_path, caplog, command
-):
+def test_a_pickled_payload_does_not_run(run_copy, synth_tiny, tmp_path, caplog, command):
     marker = tmp_path / "pwned"
     plant(run_copy / "checkpoints" / ("last.pt" if command == "resume" else "best.pt"), marker)
     with caplog.at_level(logging.ERROR, logger="tbpr"):
         assert main(commands(run_copy, synth_tiny, tmp_path)[command]) == 2
     assert not marker.exists()
-    assert "--trust-checkpoint" in caplog.text and "pickled" in caplog.text
+    assert "pickled Python objects (posix.system)" in caplog.text and "does not load it" in caplog.text
 
 
-def test_the_trust_flag_loads_an_old_style_checkpoint(run_copy, synth_tiny, tmp_path):
+def test_there_is_no_way_to_unpickle_a_checkpoint_in_full(run_copy, synth_tiny, tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
     plant(run_copy / "checkpoints" / "best.pt", marker)
-    with pytest.raises(Exception, match="--trust-checkpoint"):
-        load_checkpoint(run_copy / "checkpoints" / "best.pt")
-    assert main(["--trust-checkpoint", *commands(run_copy, synth_tiny, tmp_path)["eval"]]) == 0
-    assert marker.exists()  # the user said they trust it: it loads (and its code ran)
+    monkeypatch.setenv("TBPR_TRUST_CHECKPOINT", "1")  # the switch of earlier versions does nothing now
+    with pytest.raises(SystemExit):
+        main(["--trust-checkpoint", *commands(run_copy, synth_tiny, tmp_path)["eval"]])
+    assert main(commands(run_copy, synth_tiny, tmp_path)["eval"]) == 2
+    assert not marker.exists()
+
+
+def test_an_older_checkpoint_with_numpy_rng_state_loads(run_copy, synth_tiny, tmp_path):
+    """Older tbpr versions saved the numpy RNG state as numpy's tuple (an array inside): it loads as data."""
+    last, best = (run_copy / "checkpoints" / f"{name}.pt" for name in ("last", "best"))
+    payload = torch.load(last, weights_only=True)
+    np.random.seed(7)
+    payload["rng"]["numpy"] = np.random.get_state()
+    expected = np.random.rand(3)
+    torch.save(payload, last)
+    torch.save({**torch.load(best, weights_only=True), "scores": np.float64(0.5), "ids": np.arange(3)}, best)
+
+    set_rng_state(load_checkpoint(last)["rng"])
+    np.testing.assert_array_equal(np.random.rand(3), expected)
+    assert main(commands(run_copy, synth_tiny, tmp_path)["eval"]) == 0
 
 
 @pytest.mark.parametrize("command,name", [("eval", "best"), ("resume", "last")])
