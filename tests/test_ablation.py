@@ -618,14 +618,28 @@ CPU_BASE = {
 }  # a recipe whose CPU version is not named RECIPE-small
 CPU_BASE_OF_GRID = {"pdg-table4-slicing": "pdg-scratch-small"}  # pdg-lite's image tower has no patches
 GPU_ARCH = {"pdg": "towers"}  # BERT-base + ViT-B/16 (the others: CLIP ViT-B/16)
+# grids on the pretrained CPU towers (tbpr-lite): the rows of the paper grid those towers can train
+LITE = {"noise-lite": "noise"}
 
 
 def test_every_paper_table_ships_as_a_gpu_and_a_cpu_grid():
     names = {p.stem for p in SHIPPED}
-    assert names == {*BASE, *(f"{t}-small" for t in BASE)}
+    assert names == {*BASE, *(f"{t}-small" for t in BASE), *LITE}
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_a_lite_grid_keeps_the_rows_of_its_paper_grid_that_tbpr_lite_can_train(tmp_path):
+    for name, paper in LITE.items():
+        grid, path = A.load_grid(name)
+        run = A.Ablation(grid, path, tmp_path / name, ["data.path=data/synthpedes-small"])
+        assert grid.base == "tbpr-lite" and {rv.config.model.arch for rv in run.variants} == {"tbpr-lite"}
+        rows = {v.slug for v in A.load_grid(paper)[0].variants}
+        assert {v.slug for v in grid.variants} <= rows and len(grid.variants) > 1
+
+
+PAPER_SHIPPED = [p for p in SHIPPED if p.stem not in LITE]
+
+
+@pytest.mark.parametrize("path", PAPER_SHIPPED, ids=[p.stem for p in PAPER_SHIPPED])
 def test_shipped_grids_resolve_every_variant(path, tmp_path):
     grid, _ = A.load_grid(path.stem)
     run = A.Ablation(grid, path, tmp_path / "out", ["data.path=data/synthpedes-small"])
