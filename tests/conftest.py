@@ -1,5 +1,7 @@
 import pytest
 
+from micro import MICRO
+
 # llm_server, fault_proxy: real OpenAI-compatible servers on loopback (tests/llm_server.py)
 pytest_plugins = ["llm_server"]
 
@@ -21,10 +23,7 @@ def tiny_run(tmp_path_factory, synth_tiny):
 
     out = tmp_path_factory.mktemp("runs") / "micro"
     overrides = [
-        "model.arch=tbpr-micro",
-        "model.image_size=[64, 32]",
-        "data.batch_size=16",
-        "data.num_workers=0",
+        *MICRO,
         "optim.epochs=1",
         "eval_every=0",
         f"data.path={synth_tiny}",
