@@ -48,6 +48,20 @@ def _digest(out: Path) -> dict[str, str]:
     }
 
 
+def _mentions(truth: dict) -> list[tuple[dict, dict]]:
+    """(image info, mention) of every caption mention, each checked to name its span's words in one of its
+    value's forms; more than five per image."""
+    out = []
+    for _, info, cap in _captions(truth):
+        for m in cap["mentions"]:
+            start, end = m["span"]
+            assert cap["text"][start:end] == m["words"]
+            assert m["words"] in FORMS[m["attribute"]][m["role"]][m["value"]]
+            out.append((info, m))
+    assert len(out) > 5 * len(truth["images"])
+    return out
+
+
 def _regenerated_with_noise(synth_tiny: Path, out: Path, **noise) -> tuple[list[dict], dict]:
     """``_load`` of a copy of ``synth_tiny`` regenerated in ``out`` with ``noise``, checking its images were reused."""
     shutil.copytree(synth_tiny, out)
@@ -156,16 +170,9 @@ def test_upper_and_lower_garments_are_usually_mentioned(synth_tiny):
 
 def test_mentions_match_caption_text_and_ground_truth(synth_tiny):
     _, truth = _load(synth_tiny)
-    n = 0
-    for _, info, cap in _captions(truth):
-        for m in cap["mentions"]:
-            start, end = m["span"]
-            assert cap["text"][start:end] == m["words"]
-            assert m["words"] in FORMS[m["attribute"]][m["role"]][m["value"]]
-            assert m["noise"] is None and m["value"] == info["attributes"][m["attribute"]]
-            assert m["attribute"] in info["visible"]
-            n += 1
-    assert n > 5 * len(truth["images"])
+    for info, m in _mentions(truth):
+        assert m["noise"] is None and m["value"] == info["attributes"][m["attribute"]]
+        assert m["attribute"] in info["visible"]
 
 
 def test_only_visible_attributes_are_described():
@@ -209,16 +216,9 @@ def test_articles_and_agreement_follow_the_noised_value():
 def test_caption_noise_one_changes_every_word_and_zero_none(synth_tiny, tmp_path):
     rows, truth = _regenerated_with_noise(synth_tiny, tmp_path / "noisy", caption_noise=1.0)
     _, clean = _load(synth_tiny)
-    n = 0
-    for _, info, cap in _captions(truth):
-        for m in cap["mentions"]:
-            start, end = m["span"]
-            assert cap["text"][start:end] == m["words"]
-            assert m["noise"] == {"original": info["attributes"][m["attribute"]], "new": m["value"]}
-            assert m["value"] != m["noise"]["original"]
-            assert m["words"] in FORMS[m["attribute"]][m["role"]][m["value"]]
-            n += 1
-    assert n > 5 * len(truth["images"])
+    for info, m in _mentions(truth):
+        assert m["noise"] == {"original": info["attributes"][m["attribute"]], "new": m["value"]}
+        assert m["value"] != m["noise"]["original"]
     assert [r["captions"] for r in rows] != [
         [c["text"] for c in i["captions"]] for i in clean["images"].values()
     ]
