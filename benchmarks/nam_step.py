@@ -15,13 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-from pathlib import Path
 
 import torch
 
-from tbpr.train import load_config
-from tbpr.train.engine import Trainer
-from training_bench import synthpedes_in_tempdir, train_step
+from training_bench import time_modes
 
 # row label -> its config overrides
 MODES = {
@@ -30,15 +27,6 @@ MODES = {
     "nam": ["masking.mode=nam"],
     "nam+mlm": ["masking.mode=nam", "losses.mlm=1.0"],
 }
-
-
-def build(data: Path, out: Path, mode: str, overrides: list[str]) -> Trainer:
-    cfg = load_config(
-        "mllm4text-small",
-        [f"data.path={data}", f"output_dir={out}", "data.num_workers=0", *MODES[mode], *overrides],
-    )
-    torch.manual_seed(0)
-    return Trainer(cfg, resume=False)
 
 
 def main() -> None:
@@ -51,16 +39,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    with synthpedes_in_tempdir(args.size) as (tmp, data):
-        trainers = {m: build(data, Path(tmp) / m.replace("+", "-"), m, args.overrides) for m in MODES}
-        loader = iter(trainers["none"].loader)
-        batches = [next(loader) for _ in range(args.batches)]
-        times: dict[str, list[float]] = {m: [] for m in MODES}
-        for round_ in range(args.rounds):
-            for mode, trainer in trainers.items():
-                spent = [train_step(trainer, b) for b in batches]
-                if round_:
-                    times[mode].extend(spent)
+    trainers, _, times = time_modes(
+        "mllm4text-small", args.size, MODES, args.overrides, args.batches, args.rounds, batches_from="none"
+    )
     cfg = trainers["nam"].cfg
     median = {m: statistics.median(t) for m, t in times.items()}
     print(

@@ -19,10 +19,8 @@ import time
 import numpy as np
 import torch
 
-from tbpr.train import load_config
-from tbpr.train.engine import Trainer
 from tbpr.train.noise import divide, per_sample_losses
-from training_bench import synthpedes_in_tempdir
+from training_bench import recipe_trainer, synthpedes_in_tempdir
 
 
 def timed(fn):
@@ -41,10 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with synthpedes_in_tempdir(args.size) as (tmp, data):
-        overrides = [f"data.path={data}", f"output_dir={tmp}/run", "data.num_workers=0", "eval_every=0"]
-        cfg = load_config(args.recipe, [*overrides, *args.overrides])
-        torch.manual_seed(0)
-        trainer = Trainer(cfg, resume=False)
+        trainer = recipe_trainer(args.recipe, data, tmp / "run", ["eval_every=0", *args.overrides])
+        cfg = trainer.cfg
         trainer.model.train()
         _, epoch = timed(trainer._train_epoch)
         split, n = trainer.train_split, len(trainer.train_split.captions)

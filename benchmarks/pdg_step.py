@@ -16,13 +16,10 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-from pathlib import Path
 
 import torch
 
-from tbpr.train import load_config
-from tbpr.train.engine import Trainer
-from training_bench import synthpedes_in_tempdir, train_step
+from training_bench import time_modes
 
 APPROX_OFF = ["data.text_augment.approximate.ops=[]", "losses.approx_constraint=0"]
 MIXUP_OFF = ["mixup.p=0"]
@@ -33,14 +30,6 @@ MODES = {
     "mixup": APPROX_OFF,
     "both on (the recipe)": [],
 }
-
-
-def build(config: str, data: Path, out: Path, mode: str, overrides: list[str]) -> Trainer:
-    cfg = load_config(
-        config, [f"data.path={data}", f"output_dir={out}", "data.num_workers=0", *MODES[mode], *overrides]
-    )
-    torch.manual_seed(0)
-    return Trainer(cfg, resume=False)
 
 
 def main() -> None:
@@ -54,20 +43,11 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    with synthpedes_in_tempdir(args.size) as (tmp, data):
-        trainers = {
-            m: build(args.config, data, Path(tmp) / f"mode{i}", m, args.overrides)
-            for i, m in enumerate(MODES)
-        }
-        on = trainers["both on (the recipe)"]
-        loader = iter(on.loader)
-        batches = [next(loader) for _ in range(args.batches)]
-        times: dict[str, list[float]] = {m: [] for m in MODES}
-        for round_ in range(args.rounds):
-            for mode, trainer in trainers.items():
-                spent = [train_step(trainer, b) for b in batches]
-                if round_:
-                    times[mode].extend(spent)
+    recipe = "both on (the recipe)"
+    trainers, batches, times = time_modes(
+        args.config, args.size, MODES, args.overrides, args.batches, args.rounds, batches_from=recipe
+    )
+    on = trainers[recipe]
     replaced = sum(int(b["replaced"].sum()) for b in batches)
     captions = sum(len(b["pid"]) for b in batches)
     cfg = on.cfg

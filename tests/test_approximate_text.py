@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
+from micro import MICRO_LOGGED as MICRO
 from tbpr.data import read_dataset
 from tbpr.data.datasets import CaptionPairDataset
 from tbpr.data.tokenizer import Tokenizer
@@ -22,14 +23,6 @@ from tbpr.train.engine import Trainer
 from tbpr.train.reproducible import SeededDataset, sample_seed
 from test_text_operations import CAPTION, FAKE, fake, needs_wordnet
 
-MICRO = [
-    "model.arch=tbpr-micro",
-    "model.image_size=[64, 32]",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "log_every=1",
-    "eval_every=0",
-]
 # CAPTION has L = 10 words: N_w = floor(0.2 * 10) = 2
 
 

@@ -132,13 +132,19 @@ def test_word_swap_with_identical_prompts_reproduces_the_source_sample(pipe):
     assert all(type(proc).__name__ == "AttnProcessor2_0" for proc in pipe.unet.attn_processors.values())
 
 
-def test_word_swap_replaces_attention_only_for_its_share_of_steps(pipe):
-    edited = PROMPTS[0].replace("red", "blue")
+def _plain_edit_equals_uncontrolled(pipe, edited: str) -> torch.Tensor:
+    """The plain latents of ``edited``, checked equal to the edited half of prompt-to-prompt without control."""
     plain_edit = text_to_image(pipe, [edited], [9], steps=3, **SIZE).latents
     free = prompt_to_prompt(
         pipe, PROMPTS[0], edited, seed=9, steps=3, cross_share=0, self_share=0, **SIZE
     ).latents
     torch.testing.assert_close(free[1:], plain_edit, rtol=1e-4, atol=1e-4)
+    return plain_edit
+
+
+def test_word_swap_replaces_attention_only_for_its_share_of_steps(pipe):
+    edited = PROMPTS[0].replace("red", "blue")
+    plain_edit = _plain_edit_equals_uncontrolled(pipe, edited)
     controlled = prompt_to_prompt(
         pipe, PROMPTS[0], edited, seed=9, steps=3, cross_share=1, self_share=1, **SIZE
     ).latents
@@ -161,11 +167,7 @@ def test_refinement_alignment_by_hand(pipe):
 def test_refinement_keeps_the_source_layout_only_while_controlled(pipe):
     edited = PROMPTS[0] + ", in a park"
     plain_source = text_to_image(pipe, PROMPTS[:1], [9], steps=3, **SIZE).latents
-    plain_edit = text_to_image(pipe, [edited], [9], steps=3, **SIZE).latents
-    free = prompt_to_prompt(
-        pipe, PROMPTS[0], edited, seed=9, steps=3, cross_share=0, self_share=0, **SIZE
-    ).latents
-    torch.testing.assert_close(free[1:], plain_edit, rtol=1e-4, atol=1e-4)
+    plain_edit = _plain_edit_equals_uncontrolled(pipe, edited)
     controlled = prompt_to_prompt(
         pipe, PROMPTS[0], edited, seed=9, steps=3, cross_share=1, self_share=0, **SIZE
     )

@@ -5,15 +5,13 @@ import json
 import pytest
 import torch
 
+from micro import MICRO as TINY_MODEL
 from tbpr.errors import ConfigError
 from tbpr.train import engine, load_config
 from tbpr.train.engine import Trainer
 
 MICRO = [
-    "model.arch=tbpr-micro",
-    "model.image_size=[64, 32]",
-    "data.batch_size=16",
-    "data.num_workers=0",
+    *TINY_MODEL,
     "data.train_fraction=0.5",
     "optim.epochs=9",
     "optim.warmup_epochs=0",

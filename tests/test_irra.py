@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from micro import MICRO_LOGGED
 from tbpr.data.schema import ImageRecord, Manifest
 from tbpr.errors import ConfigError
 from tbpr.losses import Views, compute_losses, id_loss
@@ -20,15 +21,7 @@ from tbpr.train import engine, load_config, train
 from tbpr.train.init_from import load_init_weights
 from tbpr.train.optim import build_optimizer
 
-MICRO = [
-    "model.arch=tbpr-micro",
-    "model.image_size=[64, 32]",
-    "model.pretrained=null",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "log_every=1",
-    "eval_every=0",
-]
+MICRO = [*MICRO_LOGGED, "model.pretrained=null"]
 
 
 def test_id_loss_by_hand():

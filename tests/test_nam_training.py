@@ -5,21 +5,13 @@ import json
 import pytest
 import torch
 
+from micro import MICRO_LOGGED as MICRO
 from tbpr.analysis.nam import markdown_table, nam_noise_table, token_kinds
 from tbpr.data import read_dataset
 from tbpr.data.synthpedes import generate
 from tbpr.data.tokenizer import Tokenizer
 from tbpr.train import load_config, train
 from tbpr.train.masking import real_tokens
-
-MICRO = [
-    "model.arch=tbpr-micro",
-    "model.image_size=[64, 32]",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "log_every=1",
-    "eval_every=0",
-]
 
 
 def run_nam(data, out, *extra):

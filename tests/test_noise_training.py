@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from micro import MICRO_LOGGED
 from tbpr.analysis.noise import detection_scores, moved_captions, noise_detection_table
 from tbpr.cli import main
 from tbpr.data import read_dataset
@@ -12,14 +13,9 @@ from tbpr.train import load_config, train
 from tbpr.train.noise import division_path, load_division, save_division
 
 MICRO = [
-    "model.arch=tbpr-micro",
-    "model.image_size=[64, 32]",
-    "data.batch_size=16",
-    "data.num_workers=0",
+    *MICRO_LOGGED,
     "optim.epochs=2",
     "optim.lr=1e-3",
-    "log_every=1",
-    "eval_every=0",
     "noise.division=gmm",
     "noise.warmup_epochs=1",
     "noise.losses=[sdm, tal]",  # two vectors: their consensus

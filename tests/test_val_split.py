@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from micro import MICRO as TINY_MODEL
 from tbpr.data import read_dataset
 from tbpr.data.holdout import carve_validation, resolve_val_split
 from tbpr.data.schema import CaptionRecord, ImageRecord, Manifest
@@ -16,10 +17,7 @@ from tbpr.train import engine, load_config
 from tbpr.train.engine import Trainer
 
 MICRO = [
-    "model.arch=tbpr-micro",
-    "model.image_size=[64, 32]",
-    "data.batch_size=16",
-    "data.num_workers=0",
+    *TINY_MODEL,
     "optim.warmup_epochs=0",
     "eval_every=1",
     "select_metric=mAP",

@@ -6,16 +6,16 @@ import argparse
 import contextlib
 
 from tbpr.cli.generation_options import (
-    add_chat_options,
+    add_backend_options,
     add_data_options,
     add_filter_options,
     add_generation_options,
     chat_settings,
     filter_config,
+    job_options,
     open_backend,
     train_split,
 )
-from tbpr.cli.options import add_device_option
 
 
 def register_rewrite_command(actions: argparse._SubParsersAction) -> None:
@@ -29,19 +29,6 @@ def register_rewrite_command(actions: argparse._SubParsersAction) -> None:
         "uses the store through data.text_augment (ops: {llm_rewrite: BETA}, stores: [OUT]).",
     )
     add_data_options(p)
-    p.add_argument(
-        "--backend",
-        choices=("openai", "transformers"),
-        default="openai",
-        help="openai: any OpenAI-compatible chat server (vLLM, Ollama, llama.cpp, transformers serve, hosted "
-        "APIs); transformers: a causal LM run in this process (default: openai)",
-    )
-    p.add_argument(
-        "--model",
-        metavar="NAME",
-        help="openai: model name sent with each request (servers with one model need none); transformers: "
-        "hub name, local folder or .gguf file (required)",
-    )
     p.add_argument(
         "--prompt",
         default="paper",
@@ -66,26 +53,27 @@ def register_rewrite_command(actions: argparse._SubParsersAction) -> None:
         "`tbpr augment merge`) (default: 0/1, everything)",
     )
     add_generation_options(p, max_tokens=96, what="rewrite")
-    local = p.add_argument_group("transformers backend")
-    local.add_argument(
-        "--gen-batch-size", type=int, default=16, help="prompts generated at once (default: 16)"
+    add_backend_options(
+        p,
+        "openai: any OpenAI-compatible chat server (vLLM, Ollama, llama.cpp, transformers serve, hosted "
+        "APIs); transformers: a causal LM run in this process (default: openai)",
+        "openai: model name sent with each request (servers with one model need none); transformers: "
+        "hub name, local folder or .gguf file (required)",
+        gen_batch_size=16,
+        gen_what="prompts",
     )
-    add_device_option(local, default="cpu")
-    chat = p.add_argument_group("openai backend")
-    add_chat_options(chat)
     add_filter_options(p)
     p.set_defaults(func=_rewrite)
 
 
 def _rewrite(args: argparse.Namespace) -> int:
-    from tbpr.generate.jobs import Shard
     from tbpr.generate.llm import ChatBackend, TransformersBackend
     from tbpr.generate.text.faithfulness import FaithfulnessFilter
     from tbpr.generate.text.prompts import get_prompt
     from tbpr.generate.text.rewrite import rewrite_captions
 
     prompt = get_prompt(args.prompt)
-    shard = Shard.parse(args.shard)
+    options = job_options(args)
     settings = chat_settings(args)
     manifest = train_split(args)
     with contextlib.ExitStack() as stack:
@@ -98,12 +86,7 @@ def _rewrite(args: argparse.Namespace) -> int:
             prompt,
             judge,
             per_caption=args.per_caption,
-            max_attempts=args.max_attempts,
-            shard=shard,
-            batch_size=args.batch_size,
-            limit=args.limit,
-            seed=args.seed,
-            keep_truncated=args.keep_truncated,
+            **options,
         )
     print(summary.line(args.out))
     return 0

@@ -7,8 +7,13 @@ import argparse
 import contextlib
 import random
 
-from tbpr.cli.generation_options import add_chat_options, add_generation_options, chat_settings, open_backend
-from tbpr.cli.options import add_device_option
+from tbpr.cli.generation_options import (
+    add_backend_options,
+    add_generation_options,
+    chat_settings,
+    job_options,
+    open_backend,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,18 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--count", type=int, default=10, help="templates: new templates wanted (default: 10)")
     p.add_argument("--rounds", type=int, default=3, help="templates: dialogue turns at most (default: 3)")
-    p.add_argument(
-        "--backend",
-        choices=("openai", "transformers"),
-        default="openai",
-        help="openai: an OpenAI-compatible server (vision chat for captions, text chat for templates); "
-        "transformers: a model run in this process (default: openai)",
-    )
-    p.add_argument(
-        "--model",
-        metavar="NAME",
-        help="openai: model name sent with each request; transformers: hub name or folder (required)",
-    )
     p.add_argument("--instruction", choices=("static", "dynamic"), default="static", help="(default: static)")
     p.add_argument(
         "--templates",
@@ -64,10 +57,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per stored batch (default: 32)")
     p.add_argument("--limit", type=int, help="caption only the first N images (by relative path)")
     add_generation_options(p, max_tokens=128, what="caption or template reply")
-    local = p.add_argument_group("transformers backend")
-    local.add_argument("--gen-batch-size", type=int, default=8, help="images generated at once (default: 8)")
-    add_device_option(local, default="cpu")
-    add_chat_options(p.add_argument_group("openai backend"))
+    add_backend_options(
+        p,
+        "openai: an OpenAI-compatible server (vision chat for captions, text chat for templates); "
+        "transformers: a model run in this process (default: openai)",
+        "openai: model name sent with each request; transformers: hub name or folder (required)",
+        gen_batch_size=8,
+        gen_what="images",
+    )
     p.set_defaults(func=_run)
 
 
@@ -83,12 +80,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _caption(args: argparse.Namespace, settings) -> int:
-    from tbpr.generate.jobs import Shard
     from tbpr.generate.text.caption import caption_images
     from tbpr.generate.text.templates import load_templates
     from tbpr.generate.text.vision import TransformersVisionBackend, VisionChatBackend
 
-    shard = Shard.parse(args.shard)
+    options = job_options(args)
     templates = load_templates(args.templates) if args.instruction == "dynamic" else []
     with contextlib.ExitStack() as stack:
         backend = open_backend(args, settings, stack, TransformersVisionBackend, VisionChatBackend)
@@ -99,12 +95,7 @@ def _caption(args: argparse.Namespace, settings) -> int:
             kind=args.instruction,
             templates=templates,
             per_image=args.per_image,
-            max_attempts=args.max_attempts,
-            shard=shard,
-            batch_size=args.batch_size,
-            limit=args.limit,
-            seed=args.seed,
-            keep_truncated=args.keep_truncated,
+            **options,
         )
     print(summary.line(args.out))
     for rel, problem in summary.unreadable.items():

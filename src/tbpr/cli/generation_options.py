@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tbpr.cli.options import add_device_option
 from tbpr.data.readers import FORMATS
 from tbpr.errors import ConfigError
 
@@ -52,6 +53,24 @@ def add_chat_options(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def add_backend_options(
+    p: argparse.ArgumentParser, backend_help: str, model_help: str, gen_batch_size: int, gen_what: str
+) -> None:
+    """``--backend`` (openai or transformers) and ``--model``, then each backend's group: the local model's
+    ``--gen-batch-size`` (default ``gen_batch_size`` ``gen_what`` at once) and device, the server's chat options."""
+    p.add_argument("--backend", choices=("openai", "transformers"), default="openai", help=backend_help)
+    p.add_argument("--model", metavar="NAME", help=model_help)
+    local = p.add_argument_group("transformers backend")
+    local.add_argument(
+        "--gen-batch-size",
+        type=int,
+        default=gen_batch_size,
+        help=f"{gen_what} generated at once (default: {gen_batch_size})",
+    )
+    add_device_option(local, default="cpu")
+    add_chat_options(p.add_argument_group("openai backend"))
+
+
 def add_generation_options(p: argparse.ArgumentParser, max_tokens: int, what: str) -> None:
     """Sampling settings (recorded in every store record) and the job seed."""
     gen = p.add_argument_group("generation")
@@ -74,6 +93,21 @@ def add_generation_options(p: argparse.ArgumentParser, max_tokens: int, what: st
         default=0,
         help="job seed; every request's seed derives from it (with the item's id and the attempt) (default: 0)",
     )
+
+
+def job_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of a caption-store job from ``--max-attempts``, ``--shard``, ``--batch-size``,
+    ``--limit``, ``--seed`` and ``--keep-truncated`` (a bad ``--shard`` fails here, before any work)."""
+    from tbpr.generate.jobs import Shard
+
+    return {
+        "max_attempts": args.max_attempts,
+        "shard": Shard.parse(args.shard),
+        "batch_size": args.batch_size,
+        "limit": args.limit,
+        "seed": args.seed,
+        "keep_truncated": args.keep_truncated,
+    }
 
 
 def chat_settings(args: argparse.Namespace):

@@ -45,6 +45,11 @@ class _EpochBatchSampler(Sampler[list[int]]):
         """Skip the first ``n`` batches of the next iteration only."""
         self.start_batch = n
 
+    def _count(self, units: int, per_batch: int) -> int:
+        """Batches of ``per_batch`` out of ``units``: the full ones, plus a smaller last one unless ``drop_last``."""
+        full, rest = divmod(units, per_batch)
+        return full + (1 if rest and not self.drop_last else 0)
+
     def global_batches(self) -> list[np.ndarray]:
         """All global batches of the current epoch (indices into the dataset)."""
         return self._draw(np.random.default_rng([self.seed, self.epoch]))
@@ -75,8 +80,7 @@ class RandomBatchSampler(_EpochBatchSampler):
         self.num_samples = num_samples
 
     def __len__(self) -> int:
-        full, rest = divmod(self.num_samples, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return self._count(self.num_samples, self.batch_size)
 
     def _draw(self, rng: np.random.Generator) -> list[np.ndarray]:
         order = rng.permutation(self.num_samples)
@@ -116,8 +120,7 @@ class IdentityBatchSampler(_EpochBatchSampler):
         self._groups = np.array([max(1, len(m) // num_instances) for m in self._members])
 
     def __len__(self) -> int:
-        full, rest = divmod(int(self._groups.sum()), self.ids_per_batch)
-        return full + (1 if rest and not self.drop_last else 0)
+        return self._count(int(self._groups.sum()), self.ids_per_batch)
 
     def _identity_groups(self, rng: np.random.Generator) -> list[list[np.ndarray]]:
         k = self.num_instances

@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -18,6 +18,19 @@ from tbpr.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 W = TypeVar("W")  # one unit of work of a job, e.g. (caption, n)
+TRUNCATED = "truncated at max_tokens"  # the reason of a reply cut off at the token limit
+
+
+class RecordedBackend(Protocol):
+    """What a record says of the text or vision backend that made it."""
+
+    backend: str  # recorded in the store: "openai", "transformers"
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def settings(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,11 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+    @property
+    def label(self) -> str | None:
+        """A record's ``shard`` field: ``"i/N"``, or None when the job is not sharded."""
+        return str(self) if self.count > 1 else None
 
 
 @dataclass
@@ -123,6 +141,37 @@ def request_seed(seed: int, caption_id: int, n: int, attempt: int) -> int:
     """The seed of one request: fixed by the job seed and the request's key and attempt."""
     digest = hashlib.sha256(f"{seed}:{caption_id}:{n}:{attempt}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def next_tries(
+    progress: dict[str, KeyProgress], seed: int, keys: Sequence[tuple[int, int]]
+) -> tuple[list[int], list[int]]:
+    """(attempts, request seeds) of the next try at each ``(caption_id, n)`` of ``keys``."""
+    attempts = [progress.get(record_key(c, n), KeyProgress()).tries + 1 for c, n in keys]
+    return attempts, [request_seed(seed, c, n, a) for (c, n), a in zip(keys, attempts)]
+
+
+def reply_record(
+    backend: RecordedBackend,
+    method: str,
+    caption_id: int,
+    n: int,
+    seed: int,
+    reply: object,
+    **fields: Any,
+) -> StoreRecord:
+    """The record of one English ``reply`` of ``backend`` to the request ``(caption_id, n)`` seeded ``seed``;
+    ``fields`` are the rest of the ``StoreRecord`` (text, source_text, attempt, accepted, reason, extra)."""
+    return StoreRecord(
+        key=record_key(caption_id, n),
+        caption_id=caption_id,
+        method=method,
+        backend=backend.backend,
+        model=backend.model,
+        languages=["en"],
+        settings=request_settings(backend.settings, seed, reply),
+        **fields,
+    )
 
 
 def request_settings(backend_settings: dict[str, Any], seed: int, reply: object) -> dict[str, Any]:

@@ -22,19 +22,12 @@ from typing import Any, Protocol
 
 from tbpr.errors import ConfigError
 from tbpr.generate.chat import ChatClient, ChatSettings, Failure, Messages, Reply
+from tbpr.generate.jobs import RecordedBackend
 
 log = logging.getLogger(__name__)
 
 
-class TextBackend(Protocol):
-    backend: str  # recorded in the store: "openai", "transformers"
-
-    @property
-    def model(self) -> str: ...
-
-    @property
-    def settings(self) -> dict[str, Any]: ...
-
+class TextBackend(RecordedBackend, Protocol):
     def generate(self, conversations: Sequence[Messages], seeds: Sequence[int]) -> list[Reply | Failure]: ...
 
 

@@ -22,7 +22,7 @@ from tbpr.data.caption_store import CaptionStore, KeyProgress, StoreRecord, reco
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.images.backend import EditRequest, Failed, ImageGenerator, ImageRequest, Result
 from tbpr.generate.images.store import drop_stale_temp_files, image_file, request_fields, write_image
-from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, request_seed, request_settings
+from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, next_tries, request_settings
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,8 @@ class _ImageJob:
 
     def records(self, todo: list[ImageWork]) -> list[StoreRecord]:
         """One try at each image of ``todo``: asked, checked, written, then returned as records."""
-        attempts = [self.progress.get(w.key, KeyProgress()).tries + 1 for w in todo]
-        requests = [
-            replace(w.request, seed=request_seed(self.seed, w.item_id, w.n, a))
-            for w, a in zip(todo, attempts)
-        ]
+        attempts, seeds = next_tries(self.progress, self.seed, [(w.item_id, w.n) for w in todo])
+        requests = [replace(w.request, seed=s) for w, s in zip(todo, seeds)]
         results = self._ask(requests)
         return [self._record(w, r, a, res) for w, r, a, res in zip(todo, requests, attempts, results)]
 
@@ -119,7 +116,7 @@ class _ImageJob:
             attempt=attempt,
             accepted=text is not None and reason is None,
             reason=reason,
-            extra={**fields, **work.extra, "shard": str(self.shard) if self.shard.count > 1 else None},
+            extra={**fields, **work.extra, "shard": self.shard.label},
         )
 
 

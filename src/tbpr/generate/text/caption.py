@@ -20,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tbpr.data.caption_store import CaptionStore, KeyProgress, StoreRecord, record_key
+from tbpr.data.caption_store import CaptionStore, KeyProgress, record_key
 from tbpr.data.image_files import list_image_files
 from tbpr.errors import ConfigError, DataError
 from tbpr.generate.chat import Failure
-from tbpr.generate.jobs import JobSummary, Shard, ask_in_rounds, request_seed, request_settings
+from tbpr.generate.jobs import TRUNCATED, JobSummary, Shard, ask_in_rounds, next_tries, reply_record
 from tbpr.generate.text.templates import (
     INSTRUCTIONS,
     clean_caption,
@@ -37,7 +37,6 @@ from tbpr.generate.text.vision import ImageBackend
 log = logging.getLogger(__name__)
 
 METHOD = "mllm_caption"
-TRUNCATED = "truncated at max_tokens"
 MAX_PER_IMAGE = 1000
 
 
@@ -98,8 +97,7 @@ class _Job:
     def records(self, work: list[tuple[str, int]], progress: dict[str, KeyProgress], base: int) -> list:
         """One try for each ``(image, j)`` of ``work``."""
         keys = [(image_id(rel), base + j) for rel, j in work]
-        attempts = [progress.get(record_key(c, n), KeyProgress()).tries + 1 for c, n in keys]
-        seeds = [request_seed(self.seed, c, n, a) for (c, n), a in zip(keys, attempts)]
+        attempts, seeds = next_tries(progress, self.seed, keys)
         template_ids = [pick_template(self.templates, s) if self.kind == "dynamic" else None for s in seeds]
         texts = [instruction(self.kind, None if t is None else self.templates[t]) for t in template_ids]
         replies = self.backend.generate(
@@ -119,21 +117,20 @@ class _Job:
                 "templates_hash": templates_hash(self.templates) if self.kind == "dynamic" else None,
                 "captioner": self.backend.model,
                 "slot": base // MAX_PER_IMAGE,
-                "shard": str(self.shard) if self.shard.count > 1 else None,
+                "shard": self.shard.label,
             }
             if text is not None and text != reply:
                 extra["raw_text"] = str(reply)
             out.append(
-                StoreRecord(
-                    key=record_key(cid, n),
-                    caption_id=cid,
+                reply_record(
+                    self.backend,
+                    METHOD,
+                    cid,
+                    n,
+                    seeds[i],
+                    reply,
                     text=text,
                     source_text=rel,
-                    method=METHOD,
-                    backend=self.backend.backend,
-                    model=self.backend.model,
-                    languages=["en"],
-                    settings=request_settings(self.backend.settings, seeds[i], reply),
                     attempt=attempts[i],
                     accepted=text is not None and reason is None,
                     reason=reason,

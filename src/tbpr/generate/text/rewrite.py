@@ -22,12 +22,13 @@ from tbpr.data.schema import CaptionRecord, Manifest
 from tbpr.errors import ConfigError
 from tbpr.generate.chat import Failure
 from tbpr.generate.jobs import (
+    TRUNCATED,
     JobSummary,
     Shard,
     ask_in_rounds,
     check_same_captions,
-    request_seed,
-    request_settings,
+    next_tries,
+    reply_record,
 )
 from tbpr.generate.llm import TextBackend
 from tbpr.generate.text.prompts import PromptTemplate
@@ -35,7 +36,6 @@ from tbpr.generate.text.prompts import PromptTemplate
 log = logging.getLogger(__name__)
 
 METHOD = "llm_rewrite"
-TRUNCATED = "truncated at max_tokens"
 
 
 class Verdict(Protocol):
@@ -68,8 +68,7 @@ class _Job:
         self, work: list[tuple[CaptionRecord, int]], progress: dict[str, KeyProgress]
     ) -> list[StoreRecord]:
         """One try for each ``(caption, n)`` of ``work``."""
-        attempts = [progress.get(record_key(c.id, n), KeyProgress()).tries + 1 for c, n in work]
-        seeds = [request_seed(self.seed, c.id, n, a) for (c, n), a in zip(work, attempts)]
+        attempts, seeds = next_tries(progress, self.seed, [(c.id, n) for c, n in work])
         replies = self.backend.generate([self.prompt.messages(c.text) for c, _ in work], seeds)
         answered = [i for i, reply in enumerate(replies) if not isinstance(reply, Failure)]
         verdicts = dict(
@@ -82,7 +81,7 @@ class _Job:
         common = {
             "prompt_hash": self.prompt.hash(),
             "filter": self.judge.settings,
-            "shard": str(self.shard) if self.shard.count > 1 else None,
+            "shard": self.shard.label,
         }
         out = []
         for i, ((caption, n), reply) in enumerate(zip(work, replies)):
@@ -97,16 +96,15 @@ class _Job:
                 if accepted and getattr(reply, "truncated", False) and not self.keep_truncated:
                     accepted, reason = False, f"{TRUNCATED} (raise --max-tokens)"
             out.append(
-                StoreRecord(
-                    key=record_key(caption.id, n),
-                    caption_id=caption.id,
+                reply_record(
+                    self.backend,
+                    METHOD,
+                    caption.id,
+                    n,
+                    seeds[i],
+                    reply,
                     text=verdict.text if verdict else None,
                     source_text=caption.text,
-                    method=METHOD,
-                    backend=self.backend.backend,
-                    model=self.backend.model,
-                    languages=["en"],
-                    settings=request_settings(self.backend.settings, seeds[i], reply),
                     attempt=attempts[i],
                     accepted=accepted,
                     reason=reason,

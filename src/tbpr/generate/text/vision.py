@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from tbpr.errors import ConfigError
 from tbpr.generate.chat import Failure, Messages, Reply
+from tbpr.generate.jobs import RecordedBackend
 from tbpr.generate.llm import ChatBackend, LocalGenerator
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,7 @@ Request = tuple[Path, str]  # (image file, instruction)
 MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
 
-class ImageBackend(Protocol):
-    backend: str  # recorded in the store: "openai", "transformers"
-
-    @property
-    def model(self) -> str: ...
-
-    @property
-    def settings(self) -> dict[str, Any]: ...
-
+class ImageBackend(RecordedBackend, Protocol):
     def generate(self, requests: Sequence[Request], seeds: Sequence[int]) -> list[Reply | Failure]: ...
 
 
