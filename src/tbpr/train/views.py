@@ -14,8 +14,8 @@ replaced rows only are encoded, in the text tower's one forward, and returned as
 zero rows where nothing was replaced (the loss masks them).
 With ``model.tse``, "image_tse" / "text_tse" are RDE's second embedding of the first image / text view.
 With ``mixup_lam`` and "mix_rows"/"mix_partners" (PDG's feature-level mixup, ``tbpr.train.mixup``), each
-tower's one forward also runs one extra row per mixed sample whose first-block output is the mixture of
-the two samples' (``tbpr.models.mixup``), returned as "image_mix"/"text_mix" [N, D] (zero rows where a
+tower's one forward also runs one extra row per mixed sample from the second block on, on the mixture of
+the two samples' first-block outputs (``tbpr.models.mixup``), returned as "image_mix"/"text_mix" [N, D] (zero rows where a
 sample was not mixed) with "mixed" [N] bool.
 """
 
