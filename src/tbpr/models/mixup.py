@@ -59,24 +59,24 @@ class _DrawsForAllRows(TorchFunctionMode):
         self.start, self.total = start, total
 
     def _pad(self, x: Tensor) -> Tensor:
-        # a mask pads with its first row (a valid mask), other inputs with zeros
-        filler = x[:1].expand(self.total - self.start, *x.shape[1:]) if x.dtype == torch.bool else None
-        return torch.cat(
-            [x, x.new_zeros((self.total - self.start, *x.shape[1:])) if filler is None else filler]
-        )
+        """``x`` with rows up to ``total``: a boolean mask's first row (a valid mask), else zeros."""
+        shape = (self.total - self.start, *x.shape[1:])
+        return torch.cat([x, x[:1].expand(shape) if x.dtype == torch.bool else x.new_zeros(shape)])
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.dropout and _batched(args[0], self.start, first=True):
+        if not (args and _batched(args[0], self.start, first=True)):
+            return func(*args, **kwargs)
+        if func is F.dropout:
             p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
             if (args[2] if len(args) > 2 else kwargs.get("training", True)) and p > 0:
                 return func(self._pad(args[0]), p, True)[: self.start]
-        dropout_p = args[4] if len(args) > 4 else kwargs.get("dropout_p", 0.0)
-        attention = func is F.scaled_dot_product_attention and _batched(args[0], self.start, first=True)
-        if attention and dropout_p > 0:  # query, key, value and a per-row mask padded
-            padded = [self._pad(a) if _batched(a, self.start, first=i < 3) else a for i, a in enumerate(args)]
+        attention = func is F.scaled_dot_product_attention
+        if attention and (args[4] if len(args) > 4 else kwargs.get("dropout_p", 0.0)) > 0:
+            # query, key, value and a per-row attention mask padded
+            args = [self._pad(a) if _batched(a, self.start, first=i < 3) else a for i, a in enumerate(args)]
             kwargs = {k: self._pad(v) if _batched(v, self.start) else v for k, v in kwargs.items()}
-            return func(*padded, **kwargs)[: self.start]
+            return func(*args, **kwargs)[: self.start]
         return func(*args, **kwargs)
 
 
