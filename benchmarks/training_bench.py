@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -49,12 +49,15 @@ def time_modes(
     n_batches: int,
     rounds: int,
     batches_from: str,
+    context: Callable[[str], AbstractContextManager] = lambda _mode: nullcontext(),
+    batch_for: Callable[[str, dict], dict] = lambda _mode, batch: batch,
 ) -> tuple[dict[str, Trainer], list[dict], dict[str, list[float]]]:
     """(trainer per mode, the batches, step seconds per mode) for ``recipe`` on SynthPedes ``size``.
 
     ``modes`` maps a row label to its config overrides (``overrides`` follow them). ``n_batches`` batches
     are loaded once from the ``batches_from`` mode's trainer, so every mode steps on the same data; the
     modes are interleaved round by round so machine load affects each alike; the first round is warm-up.
+    A mode steps inside ``context(mode)`` on ``batch_for(mode, batch)``.
     """
     with synthpedes_in_tempdir(size) as (tmp, data):
         trainers = {
@@ -66,7 +69,8 @@ def time_modes(
         times: dict[str, list[float]] = {mode: [] for mode in modes}
         for round_ in range(rounds):
             for mode, trainer in trainers.items():
-                spent = [train_step(trainer, b) for b in batches]
+                with context(mode):
+                    spent = [train_step(trainer, batch_for(mode, b)) for b in batches]
                 if round_:
                     times[mode].extend(spent)
     return trainers, batches, times

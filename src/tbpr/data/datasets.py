@@ -79,7 +79,9 @@ class CaptionPairDataset(Dataset):
         sample["tokens"] = self.tokenizer(text)[0]
         if self.approximate is not None:
             sample["tokens_orig"] = sample["tokens"]
-            sample["tokens"] = self.tokenizer(self.approximate(text, self._rng()))[0]
+            approximate = self.approximate(text, self._rng())
+            if approximate != text:  # else the caption's tokens once more: not tokenized again
+                sample["tokens"] = self.tokenizer(approximate)[0]
             sample["replaced"] = not torch.equal(sample["tokens"], sample["tokens_orig"])
         sample.update(pid=rec.pid, caption_index=index, image_index=image_index)
         if self.image_views == 2:

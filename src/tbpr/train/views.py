@@ -14,9 +14,9 @@ replaced rows only are encoded, in the text tower's one forward, and returned as
 zero rows where nothing was replaced (the loss masks them).
 With ``model.tse``, "image_tse" / "text_tse" are RDE's second embedding of the first image / text view.
 With ``mixup_lam`` and "mix_rows"/"mix_partners" (PDG's feature-level mixup, ``tbpr.train.mixup``), each
-tower's one forward also runs one extra row per mixed sample whose first-block output is the mixture of
-the two samples' (``tbpr.models.mixup``), returned as "image_mix"/"text_mix" [N, D] (zero rows where a
-sample was not mixed) with "mixed" [N] bool.
+tower's one forward also runs one extra row per mixed sample from the second block on, on the mixture of
+the two samples' first-block outputs (``tbpr.models.mixup``), returned as "image_mix"/"text_mix" [N, D]
+(zero rows where a sample was not mixed) with "mixed" [N] bool.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class MultiViewForward(nn.Module):
         )
         for tower, features, blocks, views in towers:
             extra, mixer = None, contextlib.nullcontext()
-            if mixing:  # extra rows at the end; their first-block outputs are replaced by the mixtures
+            if mixing:  # extra rows at the end; they leave the first block as the mixtures
                 first = views[0]
                 extra = first[rows] if tower == "image" else mix_token_rows(first, rows, partners, pad_id)
                 start = sum(len(v) for v in views if v is not None)
