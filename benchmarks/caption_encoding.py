@@ -59,7 +59,9 @@ def main() -> None:
     n = len(manifest.captions)
     orders = {
         "caption order": [list(range(i, min(i + args.batch_size, n))) for i in range(0, n, args.batch_size)],
-        "length batches": length_batches(manifest, model.tokenizer, args.batch_size),
+        "length batches": [
+            b.tolist() for b in length_batches(tokens, model.tokenizer.pad_id, args.batch_size)
+        ],
     }
     times: dict[str, list[float]] = {name: [] for name in orders}
     results = {}

@@ -11,8 +11,8 @@ from tbpr.evaluation.run_eval import load_run
 def test_length_batches_group_captions_by_length_and_cover_each_once(synth_tiny):
     manifest = read_dataset(synth_tiny).split("test")
     tokenizer = Tokenizer()
-    batches = length_batches(manifest, tokenizer, 5)
-    flat = [i for batch in batches for i in batch]
+    batches = length_batches(tokenizer([c.text for c in manifest.captions]), tokenizer.pad_id, 5)
+    flat = [i for batch in batches for i in batch.tolist()]
     assert sorted(flat) == list(range(len(manifest.captions)))
     assert [len(b) for b in batches[:-1]] == [5] * (len(batches) - 1)
     lengths = [int((tokenizer(manifest.captions[i].text) != 0).sum()) for i in flat]
